@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs the same workloads against a single-node etcd (Debian's etcd-server) and a single-node
+# cairn, side by side on loopback in one run, and prints a Markdown table with cairn/etcd ratios.
+# Each workload runs against etcd and cairn in turn, ROUNDS times; figures are medians.
+#
+#   bench/compare.sh            # after `make build`; `make bench` does both
+#   ROUNDS=5 bench/compare.sh   # more rounds, steadier medians
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}
+cairn=$target/release/cairn
+bench=$target/release/cairn-bench
+rounds=${ROUNDS:-3}
+for binary in "$cairn" "$bench"; do
+  [ -x "$binary" ] || { echo "missing $binary: run make build first" >&2; exit 1; }
+done
+command -v etcd >/dev/null || { echo "etcd not found: run make setup" >&2; exit 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() {
+  for _ in $(seq 1 200); do
+    ETCDCTL_API=3 etcdctl --endpoints "$1" endpoint status >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server at $1 did not start" >&2
+  exit 1
+}
+
+etcd_port=$(free_port); etcd_peer=$(free_port); cairn_port=$(free_port)
+etcd_url=http://127.0.0.1:$etcd_port
+cairn_url=http://127.0.0.1:$cairn_port
+etcd --name bench --data-dir "$work/etcd" \
+  --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-cluster "bench=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
+pids+=($!)
+CAIRN_LOG=warn "$cairn" serve --data-dir "$work/cairn" --listen-client-urls "$cairn_url" >"$work/cairn.log" 2>&1 &
+pids+=($!)
+wait_ready "$etcd_url"
+wait_ready "$cairn_url"
+
+# name | cairn-bench arguments
+workloads=(
+  "put, 1 client|--clients 1 --conns 1 --total 2000 put"
+  "put, 64 clients / 8 conns|--clients 64 --conns 8 --total 30000 put"
+  "put, 256 clients / 16 conns|--clients 256 --conns 16 --total 60000 put"
+  "range linearizable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency l"
+  "range serializable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency s"
+)
+
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
+median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+echo "| workload | etcd req/s | cairn req/s | cairn/etcd | etcd p50 / p99 ms | cairn p50 / p99 ms |"
+echo "|---|---:|---:|---:|---:|---:|"
+for workload in "${workloads[@]}"; do
+  name=${workload%%|*}
+  read -r -a arguments <<<"${workload#*|}"
+  : >"$work/etcd.out"; : >"$work/cairn.out"
+  for _ in $(seq 1 "$rounds"); do
+    "$bench" --endpoints "$etcd_url" "${arguments[@]}" >>"$work/etcd.out"
+    "$bench" --endpoints "$cairn_url" "${arguments[@]}" >>"$work/cairn.out"
+  done
+  et=$(field throughput <"$work/etcd.out" | median); ct=$(field throughput <"$work/cairn.out" | median)
+  e50=$(field p50_ms <"$work/etcd.out" | median); e99=$(field p99_ms <"$work/etcd.out" | median)
+  c50=$(field p50_ms <"$work/cairn.out" | median); c99=$(field p99_ms <"$work/cairn.out" | median)
+  ratio=$(awk -v c="$ct" -v e="$et" 'BEGIN {printf "%.2f", c / e}')
+  printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$et" "$ct" "$ratio" "$e50" "$e99" "$c50" "$c99"
+done

@@ -1,0 +1,55 @@
+//! Errors of the kernel: request errors, which are results, and storage errors, which are not.
+
+use thiserror::Error;
+
+/// Why a request was refused. Deterministic: every replica refuses the same command the same way,
+/// and a refused command changes nothing. Messages are etcd's, word for word, because clients
+/// match on them.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum KvError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+}
+
+/// The storage engine failed. The kernel's state may no longer match its disk, so the node must
+/// stop rather than answer.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("corrupt record in column family {family}: {reason}")]
+    Corrupt {
+        family: &'static str,
+        reason: String,
+    },
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Either outcome of a kernel operation that can fail both ways.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

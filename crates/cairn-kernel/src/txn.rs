@@ -1,0 +1,171 @@
+//! Transactions with etcd's semantics.
+//!
+//! etcd evaluates a txn in phases, and clients can observe the order, so Cairn keeps it:
+//! 1. every compare on the taken path, nested txns included, against the state before the txn;
+//! 2. the puts on that path (ignore_value and ignore_lease need the key; a lease must exist);
+//! 3. the ranges on that path (no future and no compacted revision);
+//! 4. the operations, in order, each seeing the writes before it, all at one new revision.
+//!
+//! Only phases 1 to 3 may refuse the txn, and they write nothing, so a refused txn leaves no
+//! trace.
+
+use crate::error::{Error, KvError, StorageError};
+use crate::kernel::{Kernel, Writer};
+use crate::types::{
+    Compare, CompareResult, CompareTarget, KeyValue, RequestOp, ResponseOp, TxnRequest, TxnResponse, NO_LEASE,
+};
+
+/// Which branch each txn on the taken path takes: the outer txn's, then those of the nested txns
+/// in the taken branch, in order.
+struct Path {
+    succeeded: bool,
+    nested: Vec<Path>,
+}
+
+impl Path {
+    /// The taken branch, each op paired with the path of the nested txn it is, if it is one.
+    fn ops<'t>(&'t self, txn: &'t TxnRequest) -> impl Iterator<Item = (&'t RequestOp, Option<&'t Path>)> {
+        let branch = if self.succeeded { &txn.success } else { &txn.failure };
+        let mut nested = self.nested.iter();
+        branch.iter().map(move |op| {
+            let path = matches!(op, RequestOp::Txn(_)).then(|| nested.next().expect("a path per nested txn"));
+            (op, path)
+        })
+    }
+}
+
+impl Kernel {
+    pub(crate) fn txn(&mut self, txn: &TxnRequest) -> Result<TxnResponse, Error> {
+        let path = self.path(txn)?;
+        self.check_puts(txn, &path)?;
+        self.check_ranges(txn, &path)?;
+        let mut writer = Writer::new(self);
+        let mut response = run(&mut writer, txn, &path)?;
+        response.revision = writer.finish();
+        Ok(response)
+    }
+
+    fn path(&self, txn: &TxnRequest) -> Result<Path, StorageError> {
+        let mut succeeded = true;
+        for compare in &txn.compare {
+            if !self.compare_holds(compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let nested = branch
+            .iter()
+            .filter_map(|op| match op {
+                RequestOp::Txn(nested) => Some(self.path(nested)),
+                _ => None,
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Path { succeeded, nested })
+    }
+
+    /// A compare holds when it holds for every key in its range. Over no keys it is judged against
+    /// an absent key (all zeros), except a value compare, which then fails: etcd cannot tell an
+    /// empty value from a missing one on the wire.
+    fn compare_holds(&self, compare: &Compare) -> Result<bool, StorageError> {
+        let visible = self.index().visible(&compare.range, self.revision());
+        if visible.is_empty() {
+            return Ok(!matches!(compare.target, CompareTarget::Value(_)) && compare_kv(compare, &KeyValue::default()));
+        }
+        for (_, id) in visible {
+            if !compare_kv(compare, &self.load(id)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn check_puts(&self, txn: &TxnRequest, path: &Path) -> Result<(), KvError> {
+        for (op, nested) in path.ops(txn) {
+            match (op, nested) {
+                (RequestOp::Txn(inner), Some(inner_path)) => self.check_puts(inner, inner_path)?,
+                (RequestOp::Put(put), _) => {
+                    let exists = !self
+                        .index()
+                        .visible(&crate::types::KeyRange::Key(put.key.clone()), self.revision())
+                        .is_empty();
+                    if (put.ignore_value || put.ignore_lease) && !exists {
+                        return Err(KvError::KeyNotFound);
+                    }
+                    // No leases exist yet (issue 4): any named lease is unknown.
+                    if put.lease != NO_LEASE {
+                        return Err(KvError::LeaseNotFound);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd checks an explicit range revision against the store before the txn, comparing with
+    /// `==` 0 rather than `<=` 0, so a negative revision before any compaction counts as compacted.
+    fn check_ranges(&self, txn: &TxnRequest, path: &Path) -> Result<(), KvError> {
+        for (op, nested) in path.ops(txn) {
+            match (op, nested) {
+                (RequestOp::Txn(inner), Some(inner_path)) => self.check_ranges(inner, inner_path)?,
+                (RequestOp::Range(range), _) if range.revision != 0 => {
+                    if range.revision > self.revision() {
+                        return Err(KvError::FutureRevision);
+                    }
+                    if range.revision < self.compact_revision() {
+                        return Err(KvError::Compacted);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run(writer: &mut Writer, txn: &TxnRequest, path: &Path) -> Result<TxnResponse, StorageError> {
+    let mut responses = Vec::new();
+    for (op, nested) in path.ops(txn) {
+        let response = match (op, nested) {
+            (RequestOp::Range(range), _) => ResponseOp::Range(checked(writer.range(range))?),
+            (RequestOp::Put(put), _) => ResponseOp::Put(checked(writer.put(put))?),
+            (RequestOp::DeleteRange(delete), _) => ResponseOp::DeleteRange(checked(writer.delete_range(delete))?),
+            (RequestOp::Txn(inner), Some(inner_path)) => ResponseOp::Txn(run(writer, inner, inner_path)?),
+            (RequestOp::Txn(_), None) => unreachable!("Path::ops pairs every nested txn with its path"),
+        };
+        responses.push(response);
+    }
+    Ok(TxnResponse {
+        // Only the outermost txn's header carries a revision, as in etcd.
+        revision: 0,
+        succeeded: path.succeeded,
+        responses,
+    })
+}
+
+/// Operations run after the checks, which rule out every request error; one here would leave a
+/// txn half-applied, so it is a bug, not a result.
+fn checked<T>(result: Result<T, Error>) -> Result<T, StorageError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(Error::Storage(error)) => Err(error),
+        Err(Error::Kv(error)) => panic!("txn operation refused after its checks passed: {error}"),
+    }
+}
+
+fn compare_kv(compare: &Compare, kv: &KeyValue) -> bool {
+    let ordering = match &compare.target {
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Create(r) => kv.create_revision.cmp(r),
+        CompareTarget::Mod(r) => kv.mod_revision.cmp(r),
+        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+        CompareTarget::Lease(l) => kv.lease.cmp(l),
+    };
+    match compare.result {
+        CompareResult::Equal => ordering.is_eq(),
+        CompareResult::NotEqual => ordering.is_ne(),
+        CompareResult::Greater => ordering.is_gt(),
+        CompareResult::Less => ordering.is_lt(),
+    }
+}

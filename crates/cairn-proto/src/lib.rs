@@ -1,0 +1,21 @@
+//! Wire types for Cairn's gRPC API.
+//!
+//! This crate exists so that exactly one place knows the wire format: the etcd v3 API
+//! (`etcdserverpb`, `mvccpb`, `authpb`), which makes every etcd client work against Cairn, and
+//! later Cairn's own `cairn.v1` services. Everything is generated at build time from the `.proto`
+//! files beside this crate; the node converts to and from the kernel's plain types at its edge.
+
+/// etcd's multi-version key-value types: `KeyValue` and watch `Event`.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd's authentication types.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// etcd's v3 services and their request and response messages.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}

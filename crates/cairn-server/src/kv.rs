@@ -1,0 +1,110 @@
+//! etcd's KV service.
+
+use cairn_kernel::{Command, CommandResponse};
+use cairn_proto::etcdserverpb as pb;
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::node::SharedNode;
+use crate::status::kernel_status;
+
+pub struct KvService {
+    node: SharedNode,
+}
+
+impl KvService {
+    pub fn new(node: SharedNode) -> KvService {
+        KvService { node }
+    }
+}
+
+/// The applier answers a command with the response of its kind; anything else is a bug.
+fn mismatched(response: &CommandResponse) -> ! {
+    panic!("applier answered with a response of another kind: {response:?}")
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let request = convert::range_request(request.into_inner())?;
+        // Serializable and linearizable reads coincide on a single member: the applier publishes
+        // writes only once they are durable.
+        let response = self.node.kernel.read().await.range(&request).map_err(|e| kernel_status(&e))?;
+        let mut response = convert::range_response(response);
+        response.header = self.node.complete(response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        let encoded_len = request.encoded_len();
+        let command = Command::Put(convert::put_request(request));
+        match self.node.write(encoded_len, command).await? {
+            CommandResponse::Put(response) => {
+                let mut response = convert::put_response(response);
+                response.header = self.node.complete(response.header);
+                Ok(Response::new(response))
+            }
+            other => mismatched(&other),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        let encoded_len = request.encoded_len();
+        let command = Command::DeleteRange(convert::delete_request(request));
+        match self.node.write(encoded_len, command).await? {
+            CommandResponse::DeleteRange(response) => {
+                let mut response = convert::delete_response(response);
+                response.header = self.node.complete(response.header);
+                Ok(Response::new(response))
+            }
+            other => mismatched(&other),
+        }
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let request = request.into_inner();
+        let encoded_len = request.encoded_len();
+        let txn = convert::txn_request(request)?;
+        let response = if txn.is_read_only() {
+            self.node
+                .kernel
+                .write()
+                .await
+                .read_only_txn(&txn)
+                .map_err(|e| kernel_status(&e))?
+        } else {
+            match self.node.write(encoded_len, Command::Txn(txn)).await? {
+                CommandResponse::Txn(response) => response,
+                other => mismatched(&other),
+            }
+        };
+        let mut response = convert::txn_response(response);
+        response.header = self.node.complete(response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let request = request.into_inner();
+        let encoded_len = request.encoded_len();
+        let command = Command::Compact(convert::compact_request(request));
+        // Compaction is physical as soon as it is applied, so `physical` needs no extra wait.
+        match self.node.write(encoded_len, command).await? {
+            CommandResponse::Compact(response) => {
+                let mut response = convert::compact_response(response);
+                response.header = self.node.complete(response.header);
+                Ok(Response::new(response))
+            }
+            other => mismatched(&other),
+        }
+    }
+}

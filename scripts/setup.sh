@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing Cairn needs on a Debian machine; does nothing when it is
+# all there already.
+#   clang, libclang-dev       RocksDB's Rust bindings are generated with libclang
+#   etcd-server, etcd-client  the real etcd 3.4 and etcdctl that compatibility tests and
+#                             benchmarks run side by side with cairn
+set -euo pipefail
+
+packages=(clang libclang-dev etcd-server etcd-client)
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust with rustup first" >&2
+  exit 1
+fi

@@ -1,0 +1,151 @@
+//! Harness for cross-process tests: real `cairn` and `etcd` processes on loopback, each with its
+//! own free port and temporary data directory, killed when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::StatusRequest;
+use tonic::transport::Channel;
+
+/// How long a server may take to answer its first request.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `cairn` binary under test: `$CAIRN_BIN`, or the one cargo built beside this test.
+pub fn cairn_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CAIRN_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/cairn
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("cairn"))
+        .expect("test executable lives in target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "{} not found: build it first (`make test` does) or set CAIRN_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+/// A server process that is killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub endpoint: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn spawn(mut command: Command, endpoint: String, log: PathBuf) -> anyhow::Result<Server> {
+        let log_file = std::fs::File::create(&log).context("creating the server log")?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        Ok(Server {
+            child: Some(child),
+            endpoint,
+            log,
+        })
+    }
+
+    /// Waits until the server answers a Status request.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
+                bail!("server exited with {status} before it was ready; log:\n{}", self.log_text());
+            }
+            if let Ok(mut client) = MaintenanceClient::connect(self.endpoint.clone()).await
+                && client.status(StatusRequest {}).await.is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("server not ready after {STARTUP_TIMEOUT:?}; log:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn kv(&self) -> anyhow::Result<KvClient<Channel>> {
+        Ok(KvClient::connect(self.endpoint.clone()).await?)
+    }
+
+    /// SIGKILL: no chance to flush or clean up, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `cairn serve` on a free port with its data in `data_dir`.
+pub async fn start_cairn(data_dir: &Path) -> anyhow::Result<Server> {
+    start_cairn_on(data_dir, free_port()).await
+}
+
+/// Starts `cairn serve` on `port`; restarting on the same port and directory restarts the member.
+pub async fn start_cairn_on(data_dir: &Path, port: u16) -> anyhow::Result<Server> {
+    let url = format!("http://127.0.0.1:{port}");
+    let mut command = Command::new(cairn_binary());
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen-client-urls")
+        .arg(&url);
+    let log = data_dir.with_extension("log");
+    let mut server = Server::spawn(command, url, log)?;
+    server.wait_ready().await?;
+    Ok(server)
+}
+
+/// Starts a single-member etcd (Debian's etcd-server) in `dir`. Fails, never skips, when etcd is
+/// missing: the comparison is the point of the tests that call this.
+pub async fn start_etcd(dir: &Path) -> anyhow::Result<Server> {
+    let client_url = format!("http://127.0.0.1:{}", free_port());
+    let peer_url = format!("http://127.0.0.1:{}", free_port());
+    let mut command = Command::new("etcd");
+    command
+        .args(["--name", "reference"])
+        .arg("--data-dir")
+        .arg(dir.join("etcd-data"))
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("reference={peer_url}")]);
+    let mut server = Server::spawn(command, client_url, dir.join("etcd.log"))
+        .context("is Debian's etcd-server installed? `make test` installs it")?;
+    server.wait_ready().await?;
+    Ok(server)
+}
