@@ -3,7 +3,9 @@
 #
 # Builds go to a cargo target directory outside the clone, so fresh clones (CI's among them)
 # reuse earlier builds when the cache is there; an empty cache just means a cold build.
-# Everything builds in release mode only, so RocksDB and the rest compile once.
+# Everything builds in release mode, and always with --workspace --all-targets: building only the
+# binaries would resolve features without the dev-dependencies, give shared crates a different
+# fingerprint and compile RocksDB a second time for the tests.
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn/target
 CARGO ?= cargo
@@ -15,7 +17,7 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --workspace --all-targets
 
 ## Start one node with its data in ./cairn-data, serving the etcd v3 API on 127.0.0.1:2379.
 run: build

@@ -8,9 +8,8 @@
 //!
 //! `CAIRN_DIFF_SEED` and `CAIRN_DIFF_OPS` replay or lengthen a run.
 
-use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use cairn_proto::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
-use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
@@ -129,8 +128,14 @@ impl Generator {
         range
     }
 
-    fn delete(&mut self) -> DeleteRangeRequest {
-        let (key, range_end) = self.range();
+    /// Inside a txn no delete runs to the end of the key space: etcd 3.4 misjudges such a delete
+    /// in its duplicate-key check (and can crash applying the txn); Cairn refuses those txns, a
+    /// deliberate difference covered by the kernel's validation tests.
+    fn delete(&mut self, in_txn: bool) -> DeleteRangeRequest {
+        let (key, mut range_end) = self.range();
+        if in_txn && range_end == [0] {
+            range_end.clear();
+        }
         DeleteRangeRequest {
             key,
             range_end,
@@ -165,7 +170,7 @@ impl Generator {
         let request = match self.rng.random_range(0..10) {
             0..=3 => Request::RequestPut(self.put()),
             4..=6 => Request::RequestRange(self.range_request()),
-            7..=8 => Request::RequestDeleteRange(self.delete()),
+            7..=8 => Request::RequestDeleteRange(self.delete(true)),
             _ if depth < 2 => Request::RequestTxn(self.txn(depth + 1)),
             _ => Request::RequestRange(self.range_request()),
         };
@@ -187,7 +192,7 @@ impl Generator {
         match self.rng.random_range(0..100) {
             0..=34 => Op::Put(self.put()),
             35..=59 => Op::Range(self.range_request()),
-            60..=71 => Op::Delete(self.delete()),
+            60..=71 => Op::Delete(self.delete(false)),
             72..=96 => Op::Txn(self.txn(0)),
             _ => Op::Compact(CompactionRequest {
                 revision: self.rng.random_range((self.revision_hint - 8).max(0)..=self.revision_hint + 1),

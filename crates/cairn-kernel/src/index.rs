@@ -53,10 +53,10 @@ impl Index {
     /// one what it is then.
     pub fn visible(&self, range: &KeyRange, revision: Revision) -> Vec<(&[u8], ChangeId)> {
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) = match range {
-            KeyRange::Key(key) => (Bound::Included(key), Bound::Included(key)),
-            KeyRange::Interval { start, end } if start < end => (Bound::Included(start), Bound::Excluded(end)),
+            KeyRange::Key(key) => (Bound::Included(key.as_slice()), Bound::Included(key.as_slice())),
+            KeyRange::Interval { start, end } if start < end => (Bound::Included(start.as_slice()), Bound::Excluded(end.as_slice())),
             KeyRange::Interval { .. } => return Vec::new(),
-            KeyRange::From(start) => (Bound::Included(start), Bound::Unbounded),
+            KeyRange::From(start) => (Bound::Included(start.as_slice()), Bound::Unbounded),
         };
         self.keys
             .range::<[u8], _>(bounds)

@@ -95,10 +95,6 @@ impl Kernel {
         self.applied_index
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Approximate bytes the store occupies, on disk and in write buffers.
     pub fn size_bytes(&self) -> u64 {
         self.storage.size_bytes()
@@ -242,10 +238,6 @@ impl<'k> Writer<'k> {
             begin,
             changes: 0,
         }
-    }
-
-    pub fn kernel(&self) -> &Kernel {
-        self.kernel
     }
 
     /// The revision reads inside the command see: its own changes included.

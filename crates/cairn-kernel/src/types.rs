@@ -58,14 +58,6 @@ impl KeyRange {
             KeyRange::Interval { start, .. } | KeyRange::From(start) => start,
         }
     }
-
-    pub fn contains(&self, key: &[u8]) -> bool {
-        match self {
-            KeyRange::Key(k) => k.as_slice() == key,
-            KeyRange::Interval { start, end } => start.as_slice() <= key && key < end.as_slice(),
-            KeyRange::From(start) => start.as_slice() <= key,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

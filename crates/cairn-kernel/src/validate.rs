@@ -94,14 +94,15 @@ struct BranchWrites {
 }
 
 impl BranchWrites {
-    /// etcd compares a put key with each deleted interval as raw bytes, so a delete whose
-    /// `range_end` is `"\0"` ("every key from here") covers no put key here. Matching that keeps
-    /// the accepted set of txns identical to etcd's.
+    /// Whether a delete in the branch covers `key`. etcd 3.4 compares against a `"\0"` range end
+    /// literally, so it misses that such a delete covers every key from its start; it then
+    /// accepts a txn that deletes a key and puts it with ignore_value or ignore_lease, and panics
+    /// applying it. Cairn treats `"\0"` as "no upper bound" here too and refuses that txn.
     fn deletes_cover(&self, key: &[u8]) -> bool {
         self.deletes.iter().any(|range| match range {
             KeyRange::Key(k) => k.as_slice() == key,
             KeyRange::Interval { start, end } => start.as_slice() <= key && key < end.as_slice(),
-            KeyRange::From(start) => start.as_slice() <= key && key < [0u8].as_slice(),
+            KeyRange::From(start) => start.as_slice() <= key,
         })
     }
 
@@ -187,8 +188,9 @@ mod tests {
         assert_eq!(check(&txn(vec![delete("a", "c"), put("b")], vec![])), Err(KvError::DuplicateKey));
         assert_eq!(check(&txn(vec![delete("a", "c"), put("c")], vec![])), Ok(()));
         assert_eq!(check(&txn(vec![delete("b", ""), put("b")], vec![])), Err(KvError::DuplicateKey));
-        // As in etcd: a "\0"-ended delete is compared as the literal interval [key, "\0").
-        assert_eq!(check(&txn(vec![delete("a", "\0"), put("b")], vec![])), Ok(()));
+        // Unlike etcd 3.4, which accepts this and can then crash applying it.
+        assert_eq!(check(&txn(vec![delete("a", "\0"), put("b")], vec![])), Err(KvError::DuplicateKey));
+        assert_eq!(check(&txn(vec![delete("c", "\0"), put("b")], vec![])), Ok(()));
     }
 
     #[test]

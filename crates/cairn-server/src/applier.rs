@@ -34,14 +34,21 @@ impl Applier {
         let (queue, proposals) = mpsc::channel(QUEUE_COMMANDS_MAX);
         std::thread::Builder::new()
             .name("cairn-applier".into())
-            .spawn(move || run(&kernel, proposals))?;
+            .spawn(move || {
+                let applying = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&kernel, proposals)));
+                if applying.is_err() {
+                    // A broken invariant: the panic message is already logged. Serving reads
+                    // without a writer would only hide it.
+                    tracing::error!("the applier panicked; stopping");
+                    std::process::exit(1);
+                }
+            })?;
         Ok(Applier { queue })
     }
 
     /// Applies `command` after everything submitted before it; answers once it is durable.
     pub async fn submit(&self, command: Command) -> Result<CommandResponse, Status> {
         let (reply, response) = oneshot::channel();
-        let shutting_down = |_| Status::unavailable("cairn: the node is shutting down");
         self.queue
             .send(Proposal { command, reply })
             .await
@@ -51,6 +58,11 @@ impl Applier {
             .map_err(shutting_down)?
             .map_err(|error| kernel_status(&error))
     }
+}
+
+/// The applier is gone: the node is stopping.
+fn shutting_down<E>(_: E) -> Status {
+    Status::unavailable("cairn: the node is shutting down")
 }
 
 fn run(kernel: &RwLock<Kernel>, mut proposals: mpsc::Receiver<Proposal>) {
