@@ -146,7 +146,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.clients {
-        let kv = KvClient::new(channels[i % channels.len()].clone()).max_decoding_message_size(usize::MAX);
+        let kv = KvClient::new(channels[i % channels.len()].clone())
+            .max_decoding_message_size(usize::MAX);
         tasks.spawn(client(kv, args.clone(), issued.clone(), i as u64 + 1));
     }
     let mut latencies = Histogram::<u64>::new_with_max(LATENCY_US_MAX, 3)?;
@@ -157,8 +158,12 @@ async fn main() -> anyhow::Result<()> {
 
     let (workload, consistency) = match args.workload {
         Workload::Put => ("put", "-"),
-        Workload::Range { consistency: Consistency::L } => ("range", "l"),
-        Workload::Range { consistency: Consistency::S } => ("range", "s"),
+        Workload::Range {
+            consistency: Consistency::L,
+        } => ("range", "l"),
+        Workload::Range {
+            consistency: Consistency::S,
+        } => ("range", "s"),
     };
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(

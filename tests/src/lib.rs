@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
+use cairn_proto::etcdserverpb::StatusRequest;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::StatusRequest;
 use tonic::transport::Channel;
 
 /// How long a server may take to answer its first request.
@@ -71,7 +71,10 @@ impl Server {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
-                bail!("server exited with {status} before it was ready; log:\n{}", self.log_text());
+                bail!(
+                    "server exited with {status} before it was ready; log:\n{}",
+                    self.log_text()
+                );
             }
             if let Ok(mut client) = MaintenanceClient::connect(self.endpoint.clone()).await
                 && client.status(StatusRequest {}).await.is_ok()
@@ -79,7 +82,10 @@ impl Server {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("server not ready after {STARTUP_TIMEOUT:?}; log:\n{}", self.log_text());
+                bail!(
+                    "server not ready after {STARTUP_TIMEOUT:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -39,7 +39,13 @@ fn put_op(key: &str, value: &str) -> RequestOp {
     }
 }
 
-async fn write_until_stopped(endpoint: String, client_id: usize, round: usize, stop: Arc<AtomicBool>, ledger: Arc<Mutex<Ledger>>) {
+async fn write_until_stopped(
+    endpoint: String,
+    client_id: usize,
+    round: usize,
+    stop: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
+) {
     let Ok(mut kv) = cairn_proto::etcdserverpb::kv_client::KvClient::connect(endpoint).await else {
         return;
     };
@@ -49,7 +55,9 @@ async fn write_until_stopped(endpoint: String, client_id: usize, round: usize, s
         let value = format!("r{round}c{client_id}i{i}");
         let write = if i % 3 == 0 {
             Write::Txn {
-                keys: (0..TXN_KEYS).map(|k| format!("txn/{round}/{client_id}/{i}/{k}")).collect(),
+                keys: (0..TXN_KEYS)
+                    .map(|k| format!("txn/{round}/{client_id}/{i}/{k}"))
+                    .collect(),
                 value,
             }
         } else {
@@ -96,7 +104,15 @@ async fn acknowledged_writes_survive_sigkill() {
         let mut server = start_cairn_on(&data_dir, port).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..CLIENTS)
-            .map(|c| tokio::spawn(write_until_stopped(server.endpoint.clone(), c, round, stop.clone(), ledger.clone())))
+            .map(|c| {
+                tokio::spawn(write_until_stopped(
+                    server.endpoint.clone(),
+                    c,
+                    round,
+                    stop.clone(),
+                    ledger.clone(),
+                ))
+            })
             .collect();
         // Let the load build up, then pull the plug mid-stream.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -136,24 +152,42 @@ async fn acknowledged_writes_survive_sigkill() {
             Write::Txn { keys, value } => (keys.clone(), value),
         };
         for key in keys {
-            let kv = read(&key).await.unwrap_or_else(|| panic!("acknowledged {write:?} lost"));
+            let kv = read(&key)
+                .await
+                .unwrap_or_else(|| panic!("acknowledged {write:?} lost"));
             assert_eq!(kv.value, value.as_bytes(), "{key}");
-            assert_eq!(kv.mod_revision, *revision, "{key} moved from its acknowledged revision");
+            assert_eq!(
+                kv.mod_revision, *revision,
+                "{key} moved from its acknowledged revision"
+            );
         }
     }
 
     for write in &ledger.attempted_txns {
-        let Write::Txn { keys, value } = write else { unreachable!() };
+        let Write::Txn { keys, value } = write else {
+            unreachable!()
+        };
         let mut found = Vec::new();
         for key in keys {
             found.push(read(key).await);
         }
         let present = found.iter().filter(|kv| kv.is_some()).count();
-        assert!(present == 0 || present == TXN_KEYS, "txn half-applied: {found:?}");
+        assert!(
+            present == 0 || present == TXN_KEYS,
+            "txn half-applied: {found:?}"
+        );
         if present == TXN_KEYS {
             let revisions: Vec<_> = found.iter().flatten().map(|kv| kv.mod_revision).collect();
-            assert!(revisions.windows(2).all(|w| w[0] == w[1]), "one txn, several revisions: {revisions:?}");
-            assert!(found.iter().flatten().all(|kv| kv.value == value.as_bytes()));
+            assert!(
+                revisions.windows(2).all(|w| w[0] == w[1]),
+                "one txn, several revisions: {revisions:?}"
+            );
+            assert!(
+                found
+                    .iter()
+                    .flatten()
+                    .all(|kv| kv.value == value.as_bytes())
+            );
         }
     }
 
@@ -170,5 +204,8 @@ async fn acknowledged_writes_survive_sigkill() {
         .header
         .unwrap()
         .revision;
-    assert!(revision >= newest_acknowledged, "revision went back from {newest_acknowledged} to {revision}");
+    assert!(
+        revision >= newest_acknowledged,
+        "revision went back from {newest_acknowledged} to {revision}"
+    );
 }

@@ -12,15 +12,18 @@ use cairn_proto::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
+    TxnResponse,
 };
 use cairn_tests::{start_cairn, start_etcd};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
-const KEYS: [&str; 12] = ["a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "b/3", "c", "c/0", "d", "e"];
+const KEYS: [&str; 12] = [
+    "a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "b/3", "c", "c/0", "d", "e",
+];
 const SEED_DEFAULT: u64 = 0xCA12_2024;
 const OPS_DEFAULT: usize = 1500;
 
@@ -41,12 +44,16 @@ struct Generator {
 
 impl Generator {
     fn key(&mut self) -> Vec<u8> {
-        KEYS[self.rng.random_range(0..KEYS.len())].as_bytes().to_vec()
+        KEYS[self.rng.random_range(0..KEYS.len())]
+            .as_bytes()
+            .to_vec()
     }
 
     fn value(&mut self) -> Vec<u8> {
         let len = self.rng.random_range(0..6);
-        (0..len).map(|_| self.rng.random_range(b'a'..=b'e')).collect()
+        (0..len)
+            .map(|_| self.rng.random_range(b'a'..=b'e'))
+            .collect()
     }
 
     /// (key, range_end) in every shape etcd accepts: one key, a prefix, an interval (sometimes
@@ -55,7 +62,9 @@ impl Generator {
         match self.rng.random_range(0..10) {
             0..=3 => (self.key(), Vec::new()),
             4..=5 => {
-                let prefix = [b"a/".as_slice(), b"b/", b"c", b"a", b"z"][self.rng.random_range(0..5)].to_vec();
+                let prefix = [b"a/".as_slice(), b"b/", b"c", b"a", b"z"]
+                    [self.rng.random_range(0..5)]
+                .to_vec();
                 let mut end = prefix.clone();
                 *end.last_mut().unwrap() += 1;
                 (prefix, end)
@@ -147,8 +156,12 @@ impl Generator {
         let target = self.rng.random_range(0..5);
         let operand = match CompareTarget::try_from(target).unwrap() {
             CompareTarget::Version => TargetUnion::Version(self.rng.random_range(0..4)),
-            CompareTarget::Create => TargetUnion::CreateRevision(self.rng.random_range(0..=self.revision_hint)),
-            CompareTarget::Mod => TargetUnion::ModRevision(self.rng.random_range(0..=self.revision_hint)),
+            CompareTarget::Create => {
+                TargetUnion::CreateRevision(self.rng.random_range(0..=self.revision_hint))
+            }
+            CompareTarget::Mod => {
+                TargetUnion::ModRevision(self.rng.random_range(0..=self.revision_hint))
+            }
             CompareTarget::Value => TargetUnion::Value(self.value()),
             CompareTarget::Lease => TargetUnion::Lease(self.rng.random_range(0..2)),
         };
@@ -174,7 +187,9 @@ impl Generator {
             _ if depth < 2 => Request::RequestTxn(self.txn(depth + 1)),
             _ => Request::RequestRange(self.range_request()),
         };
-        RequestOp { request: Some(request) }
+        RequestOp {
+            request: Some(request),
+        }
     }
 
     fn txn(&mut self, depth: u32) -> TxnRequest {
@@ -195,7 +210,9 @@ impl Generator {
             60..=71 => Op::Delete(self.delete(false)),
             72..=96 => Op::Txn(self.txn(0)),
             _ => Op::Compact(CompactionRequest {
-                revision: self.rng.random_range((self.revision_hint - 8).max(0)..=self.revision_hint + 1),
+                revision: self
+                    .rng
+                    .random_range((self.revision_hint - 8).max(0)..=self.revision_hint + 1),
                 physical: self.rng.random_bool(0.5),
             }),
         }
@@ -217,7 +234,13 @@ macro_rules! answers {
     };
 }
 
-answers!(PutResponse, RangeResponse, DeleteRangeResponse, TxnResponse, CompactionResponse);
+answers!(
+    PutResponse,
+    RangeResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse
+);
 
 /// What a server answered, with the fields that name the cluster cleared.
 fn show<T: Answer>(result: Result<tonic::Response<T>, tonic::Status>) -> String {
@@ -247,16 +270,25 @@ async fn execute(client: &mut KvClient<Channel>, op: Op) -> String {
 
 fn revision_of(response: &str) -> Option<i64> {
     let start = response.find("revision: ")? + "revision: ".len();
-    let digits: String = response[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = response[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn random_operations_match_etcd() {
-    let seed = std::env::var("CAIRN_DIFF_SEED").map_or(SEED_DEFAULT, |s| s.parse().expect("CAIRN_DIFF_SEED is a u64"));
-    let ops = std::env::var("CAIRN_DIFF_OPS").map_or(OPS_DEFAULT, |s| s.parse().expect("CAIRN_DIFF_OPS is a count"));
+    let seed = std::env::var("CAIRN_DIFF_SEED").map_or(SEED_DEFAULT, |s| {
+        s.parse().expect("CAIRN_DIFF_SEED is a u64")
+    });
+    let ops = std::env::var("CAIRN_DIFF_OPS").map_or(OPS_DEFAULT, |s| {
+        s.parse().expect("CAIRN_DIFF_OPS is a count")
+    });
     let dir = tempfile::tempdir().unwrap();
-    let etcd = start_etcd(dir.path()).await.expect("the reference etcd must start");
+    let etcd = start_etcd(dir.path())
+        .await
+        .expect("the reference etcd must start");
     let cairn = start_cairn(&dir.path().join("cairn-data")).await.unwrap();
     let mut etcd_client = etcd.kv().await.unwrap();
     let mut cairn_client = cairn.kv().await.unwrap();
@@ -278,16 +310,30 @@ async fn random_operations_match_etcd() {
             generator.revision_hint = generator.revision_hint.max(revision);
         }
         if expected != actual {
-            differences.push(format!("step {step}: {op:?}\n  etcd:  {expected}\n  cairn: {actual}"));
+            differences.push(format!(
+                "step {step}: {op:?}\n  etcd:  {expected}\n  cairn: {actual}"
+            ));
         }
     }
     assert!(
         differences.is_empty(),
         "seed {seed}: {} of {ops} responses differ; first ones:\n{}",
         differences.len(),
-        differences.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+        differences
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // The sequence must have exercised both paths, not only errors or only successes.
-    assert!(errors > ops / 50 && errors < ops / 2, "{errors} errors in {ops} operations");
-    assert!(generator.revision_hint > (ops / 5) as i64, "only reached revision {}", generator.revision_hint);
+    assert!(
+        errors > ops / 50 && errors < ops / 2,
+        "{errors} errors in {ops} operations"
+    );
+    assert!(
+        generator.revision_hint > (ops / 5) as i64,
+        "only reached revision {}",
+        generator.revision_hint
+    );
 }

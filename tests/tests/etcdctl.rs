@@ -30,7 +30,9 @@ impl Etcdctl {
             .spawn()
             .expect("etcdctl runs (Debian's etcd-client; `make test` installs it)");
         let mut input = child.stdin.take().expect("piped stdin");
-        input.write_all(stdin.unwrap_or("").as_bytes()).expect("writing etcdctl's stdin");
+        input
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .expect("writing etcdctl's stdin");
         drop(input);
         let output = child.wait_with_output().expect("etcdctl finishes");
         Output {
@@ -72,17 +74,41 @@ async fn etcdctl_drives_a_fresh_node() {
         assert_eq!(ctl.ok(&["put", key, value]), "OK\n");
     }
     assert_eq!(ctl.ok(&["get", "b"]), "b\nx\n");
-    assert_eq!(ctl.ok(&["get", "--prefix", "a/"]), "a/1\none\na/2\ntwo\na/3\nthree\n");
-    assert_eq!(ctl.ok(&["get", "--prefix", "a/", "--limit", "2"]), "a/1\none\na/2\ntwo\n");
-    assert_eq!(ctl.ok(&["get", "--prefix", "a/", "--rev", "3"]), "a/1\none\na/2\ntwo\n");
+    assert_eq!(
+        ctl.ok(&["get", "--prefix", "a/"]),
+        "a/1\none\na/2\ntwo\na/3\nthree\n"
+    );
+    assert_eq!(
+        ctl.ok(&["get", "--prefix", "a/", "--limit", "2"]),
+        "a/1\none\na/2\ntwo\n"
+    );
+    assert_eq!(
+        ctl.ok(&["get", "--prefix", "a/", "--rev", "3"]),
+        "a/1\none\na/2\ntwo\n"
+    );
     assert_eq!(ctl.ok(&["get", "a/1", "--rev", "1"]), "");
     assert_eq!(
-        ctl.ok(&["get", "--prefix", "a/", "--sort-by=MODIFY", "--order=DESCEND"]),
+        ctl.ok(&[
+            "get",
+            "--prefix",
+            "a/",
+            "--sort-by=MODIFY",
+            "--order=DESCEND"
+        ]),
         "a/3\nthree\na/2\ntwo\na/1\none\n"
     );
-    assert_eq!(ctl.ok(&["get", "--prefix", "a/", "--sort-by=VALUE"]), "a/1\none\na/3\nthree\na/2\ntwo\n");
-    assert_eq!(ctl.ok(&["get", "--prefix", "a/", "--keys-only"]), "a/1\n\na/2\n\na/3\n\n");
-    assert_eq!(ctl.ok(&["get", "", "--from-key", "--keys-only"]), "a/1\n\na/2\n\na/3\n\nb\n\n");
+    assert_eq!(
+        ctl.ok(&["get", "--prefix", "a/", "--sort-by=VALUE"]),
+        "a/1\none\na/3\nthree\na/2\ntwo\n"
+    );
+    assert_eq!(
+        ctl.ok(&["get", "--prefix", "a/", "--keys-only"]),
+        "a/1\n\na/2\n\na/3\n\n"
+    );
+    assert_eq!(
+        ctl.ok(&["get", "", "--from-key", "--keys-only"]),
+        "a/1\n\na/2\n\na/3\n\nb\n\n"
+    );
 
     // etcdctl 3.4 has no --count-only flag (3.5 added it); its JSON output shows the count, which
     // limits do not change, and the raw gRPC call below covers count_only itself.
@@ -113,10 +139,20 @@ async fn etcdctl_drives_a_fresh_node() {
     assert_eq!(ctl.ok(&["get", "--prefix", "a/"]), "");
 
     // Interactive txn through stdin: compares, blank line, success ops, blank line, failure ops.
-    let txn = ctl.run(&["txn", "-i"], Some("value(\"b\") = \"x\"\n\nput b y\nget b\n\nput b z\n\n"));
+    let txn = ctl.run(
+        &["txn", "-i"],
+        Some("value(\"b\") = \"x\"\n\nput b y\nget b\n\nput b z\n\n"),
+    );
     assert!(txn.ok, "txn failed: {}", txn.stderr);
-    assert!(txn.stdout.ends_with("SUCCESS\n\nOK\n\nb\ny\n"), "unexpected txn output: {:?}", txn.stdout);
-    let txn = ctl.run(&["txn"], Some("mod(\"b\") < \"3\"\n\nput b never\n\nget b\n\n"));
+    assert!(
+        txn.stdout.ends_with("SUCCESS\n\nOK\n\nb\ny\n"),
+        "unexpected txn output: {:?}",
+        txn.stdout
+    );
+    let txn = ctl.run(
+        &["txn"],
+        Some("mod(\"b\") < \"3\"\n\nput b never\n\nget b\n\n"),
+    );
     assert!(txn.ok, "txn failed: {}", txn.stderr);
     assert_eq!(txn.stdout, "FAILURE\n\nb\ny\n");
     let revisions = json(&ctl.ok(&["get", "b", "-w", "json"]));
@@ -125,11 +161,26 @@ async fn etcdctl_drives_a_fresh_node() {
 
     // Compaction, and etcd's errors for what it removed and what does not exist yet.
     assert_eq!(ctl.ok(&["compaction", "4"]), "compacted revision 4\n");
-    assert!(ctl.fails(&["get", "a/1", "--rev", "3"]).contains("etcdserver: mvcc: required revision has been compacted"));
-    assert_eq!(ctl.ok(&["get", "--prefix", "a/", "--rev", "4"]), "a/1\none\na/2\ntwo\na/3\nthree\n");
-    assert!(ctl.fails(&["compaction", "4"]).contains("required revision has been compacted"));
-    assert!(ctl.fails(&["get", "b", "--rev", "100"]).contains("etcdserver: mvcc: required revision is a future revision"));
-    assert!(ctl.fails(&["put", "", "v"]).contains("etcdserver: key is not provided"));
+    assert!(
+        ctl.fails(&["get", "a/1", "--rev", "3"])
+            .contains("etcdserver: mvcc: required revision has been compacted")
+    );
+    assert_eq!(
+        ctl.ok(&["get", "--prefix", "a/", "--rev", "4"]),
+        "a/1\none\na/2\ntwo\na/3\nthree\n"
+    );
+    assert!(
+        ctl.fails(&["compaction", "4"])
+            .contains("required revision has been compacted")
+    );
+    assert!(
+        ctl.fails(&["get", "b", "--rev", "100"])
+            .contains("etcdserver: mvcc: required revision is a future revision")
+    );
+    assert!(
+        ctl.fails(&["put", "", "v"])
+            .contains("etcdserver: key is not provided")
+    );
 
     let status = ctl.ok(&["endpoint", "status"]);
     let fields: Vec<&str> = status.trim_end().split(", ").collect();
@@ -142,9 +193,18 @@ async fn etcdctl_drives_a_fresh_node() {
     assert_eq!(status["header"]["revision"], 8);
     assert_eq!(status["leader"], status["header"]["member_id"]);
     assert!(status["dbSize"].as_i64().unwrap() > 0);
-    assert!(status["raftIndex"].as_u64().unwrap() >= 9, "one index per write: {status}");
+    assert!(
+        status["raftIndex"].as_u64().unwrap() >= 9,
+        "one index per write: {status}"
+    );
 
     let members = ctl.ok(&["member", "list"]);
     let member_id = format!("{:x}", status["header"]["member_id"].as_u64().unwrap());
-    assert_eq!(members, format!("{member_id}, started, default, , {}, false\n", server.endpoint));
+    assert_eq!(
+        members,
+        format!(
+            "{member_id}, started, default, , {}, false\n",
+            server.endpoint
+        )
+    );
 }

@@ -44,7 +44,11 @@ impl Index {
             None => self.keys.entry(key.to_vec()).or_default(),
         };
         if let Some(last) = history.marks.last() {
-            assert!(last.id < id, "changes of {key:?} out of order: {:?} then {id:?}", last.id);
+            assert!(
+                last.id < id,
+                "changes of {key:?} out of order: {:?} then {id:?}",
+                last.id
+            );
         }
         history.marks.push(Mark { id, deleted });
     }
@@ -53,8 +57,14 @@ impl Index {
     /// one what it is then.
     pub fn visible(&self, range: &KeyRange, revision: Revision) -> Vec<(&[u8], ChangeId)> {
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) = match range {
-            KeyRange::Key(key) => (Bound::Included(key.as_slice()), Bound::Included(key.as_slice())),
-            KeyRange::Interval { start, end } if start < end => (Bound::Included(start.as_slice()), Bound::Excluded(end.as_slice())),
+            KeyRange::Key(key) => (
+                Bound::Included(key.as_slice()),
+                Bound::Included(key.as_slice()),
+            ),
+            KeyRange::Interval { start, end } if start < end => (
+                Bound::Included(start.as_slice()),
+                Bound::Excluded(end.as_slice()),
+            ),
             KeyRange::Interval { .. } => return Vec::new(),
             KeyRange::From(start) => (Bound::Included(start.as_slice()), Bound::Unbounded),
         };
@@ -70,7 +80,9 @@ impl Index {
     pub fn compact(&mut self, revision: Revision) -> Vec<ChangeId> {
         let mut dropped = Vec::new();
         self.keys.retain(|_, history| {
-            let at_or_before = history.marks.partition_point(|mark| mark.id.main <= revision);
+            let at_or_before = history
+                .marks
+                .partition_point(|mark| mark.id.main <= revision);
             let mut keep_from = at_or_before.saturating_sub(1);
             if at_or_before > 0 && history.marks[keep_from].deleted {
                 keep_from = at_or_before;
@@ -107,9 +119,15 @@ mod tests {
         index.record(b"a", id(5), false);
         let all = KeyRange::From(b"a".to_vec());
         assert_eq!(keys_at(&index, &all, 1), vec![]);
-        assert_eq!(keys_at(&index, &all, 3), vec![("a".into(), 2), ("b".into(), 3)]);
+        assert_eq!(
+            keys_at(&index, &all, 3),
+            vec![("a".into(), 2), ("b".into(), 3)]
+        );
         assert_eq!(keys_at(&index, &all, 4), vec![("b".into(), 3)]);
-        assert_eq!(keys_at(&index, &all, 5), vec![("a".into(), 5), ("b".into(), 3)]);
+        assert_eq!(
+            keys_at(&index, &all, 5),
+            vec![("a".into(), 5), ("b".into(), 3)]
+        );
         let backwards = KeyRange::Interval {
             start: b"b".to_vec(),
             end: b"a".to_vec(),

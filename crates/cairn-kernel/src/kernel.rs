@@ -9,8 +9,9 @@ use crate::error::{Error, KvError, StorageError};
 use crate::index::Index;
 use crate::storage::{Change, ChangeId, Durability, Meta, Storage};
 use crate::types::{
-    Command, CommandResponse, CompactRequest, CompactResponse, DeleteRangeRequest, DeleteRangeResponse, KeyRange, KeyValue,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, Revision, TxnRequest, TxnResponse, NO_LEASE,
+    Command, CommandResponse, CompactRequest, CompactResponse, DeleteRangeRequest,
+    DeleteRangeResponse, KeyRange, KeyValue, NO_LEASE, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Revision, TxnRequest, TxnResponse,
 };
 use crate::validate::{self, Limits};
 
@@ -56,7 +57,10 @@ impl Kernel {
             if id.main > meta.revision {
                 return Err(StorageError::Corrupt {
                     family: "history",
-                    reason: format!("change at {} beyond the store revision {}", id.main, meta.revision),
+                    reason: format!(
+                        "change at {} beyond the store revision {}",
+                        id.main, meta.revision
+                    ),
                 });
             }
             index.record(change.key(), id, matches!(change, Change::Delete { .. }));
@@ -109,11 +113,17 @@ impl Kernel {
     /// Evaluates a txn that writes nothing. It takes `&mut self` because it shares the txn
     /// machinery of apply, but leaves the state and the applied index as they were.
     pub fn read_only_txn(&mut self, request: &TxnRequest) -> Result<TxnResponse, Error> {
-        assert!(request.is_read_only(), "read_only_txn given a txn that writes");
+        assert!(
+            request.is_read_only(),
+            "read_only_txn given a txn that writes"
+        );
         validate::txn_request(request, &self.limits)?;
         let revision = self.revision;
         let response = self.txn(request)?;
-        assert_eq!(self.revision, revision, "a read-only txn changed the revision");
+        assert_eq!(
+            self.revision, revision,
+            "a read-only txn changed the revision"
+        );
         Ok(response)
     }
 
@@ -289,7 +299,10 @@ impl<'k> Writer<'k> {
         })
     }
 
-    pub fn delete_range(&mut self, request: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+    pub fn delete_range(
+        &mut self,
+        request: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, Error> {
         let doomed: Vec<ChangeId> = self
             .kernel
             .index
@@ -302,12 +315,18 @@ impl<'k> Writer<'k> {
             .map(|id| self.kernel.load(*id))
             .collect::<Result<Vec<_>, _>>()?;
         for kv in &doomed_kvs {
-            self.record(Change::Delete { key: kv.key.clone() });
+            self.record(Change::Delete {
+                key: kv.key.clone(),
+            });
         }
         Ok(DeleteRangeResponse {
             revision: self.read_revision(),
             deleted: doomed_kvs.len() as i64,
-            prev_kvs: if request.prev_kv { doomed_kvs } else { Vec::new() },
+            prev_kvs: if request.prev_kv {
+                doomed_kvs
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -339,7 +358,9 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::types::{Compare, CompareResult, CompareTarget, RequestOp, ResponseOp, SortOrder, SortTarget};
+    use crate::types::{
+        Compare, CompareResult, CompareTarget, RequestOp, ResponseOp, SortOrder, SortTarget,
+    };
 
     struct Store {
         dir: tempfile::TempDir,
@@ -359,14 +380,20 @@ mod tests {
         }
 
         fn put(&mut self, key: &str, value: &str) -> PutResponse {
-            match self.apply(Command::Put(PutRequest::new(key, value))).unwrap() {
+            match self
+                .apply(Command::Put(PutRequest::new(key, value)))
+                .unwrap()
+            {
                 CommandResponse::Put(response) => response,
                 other => panic!("{other:?}"),
             }
         }
 
         fn get(&self, key: &str) -> Option<KeyValue> {
-            let response = self.kernel.range(&RangeRequest::new(KeyRange::Key(key.into()))).unwrap();
+            let response = self
+                .kernel
+                .range(&RangeRequest::new(KeyRange::Key(key.into())))
+                .unwrap();
             response.kvs.into_iter().next()
         }
 
@@ -401,11 +428,15 @@ mod tests {
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
 
         // Deleting nothing makes no revision; deleting something makes one.
-        let CommandResponse::DeleteRange(none) = store.apply(Command::DeleteRange(delete("x", ""))).unwrap() else {
+        let CommandResponse::DeleteRange(none) =
+            store.apply(Command::DeleteRange(delete("x", ""))).unwrap()
+        else {
             panic!()
         };
         assert_eq!((none.deleted, none.revision), (0, 3));
-        let CommandResponse::DeleteRange(gone) = store.apply(Command::DeleteRange(delete("k", ""))).unwrap() else {
+        let CommandResponse::DeleteRange(gone) =
+            store.apply(Command::DeleteRange(delete("k", ""))).unwrap()
+        else {
             panic!()
         };
         assert_eq!((gone.deleted, gone.revision), (1, 4));
@@ -442,7 +473,9 @@ mod tests {
         };
         assert!(response.succeeded);
         assert_eq!(response.revision, 3);
-        let ResponseOp::Range(read_own_write) = &response.responses[1] else { panic!() };
+        let ResponseOp::Range(read_own_write) = &response.responses[1] else {
+            panic!()
+        };
         assert_eq!(read_own_write.kvs[0].value, b"2");
         assert_eq!(read_own_write.revision, 3);
 
@@ -451,10 +484,16 @@ mod tests {
         ignore.ignore_value = true;
         let refused = TxnRequest {
             compare: vec![],
-            success: vec![RequestOp::Put(PutRequest::new("c", "3")), RequestOp::Put(ignore)],
+            success: vec![
+                RequestOp::Put(PutRequest::new("c", "3")),
+                RequestOp::Put(ignore),
+            ],
             failure: vec![],
         };
-        assert!(matches!(store.apply(Command::Txn(refused)), Err(Error::Kv(KvError::KeyNotFound))));
+        assert!(matches!(
+            store.apply(Command::Txn(refused)),
+            Err(Error::Kv(KvError::KeyNotFound))
+        ));
         assert_eq!(store.kernel.revision(), 3);
         assert_eq!(store.kernel.applied_index(), applied + 1);
         assert_eq!(store.get("c"), None);
@@ -468,11 +507,16 @@ mod tests {
         store.put("b", "1");
         store.apply(Command::DeleteRange(delete("b", ""))).unwrap();
         let before: Vec<_> = (4..=5).map(|r| store.all_at(r)).collect();
-        store.apply(Command::Compact(CompactRequest { revision: 4 })).unwrap();
+        store
+            .apply(Command::Compact(CompactRequest { revision: 4 }))
+            .unwrap();
         assert_eq!((4..=5).map(|r| store.all_at(r)).collect::<Vec<_>>(), before);
         let mut old = RangeRequest::new(KeyRange::Key(b"a".to_vec()));
         old.revision = 3;
-        assert!(matches!(store.kernel.range(&old), Err(Error::Kv(KvError::Compacted))));
+        assert!(matches!(
+            store.kernel.range(&old),
+            Err(Error::Kv(KvError::Compacted))
+        ));
         let again = store.apply(Command::Compact(CompactRequest { revision: 4 }));
         assert!(matches!(again, Err(Error::Kv(KvError::Compacted))));
         let future = store.apply(Command::Compact(CompactRequest { revision: 6 }));
@@ -489,12 +533,22 @@ mod tests {
         let mut request = RangeRequest::new(KeyRange::From(b"a".to_vec()));
         request.limit = 2;
         let response = store.kernel.range(&request).unwrap();
-        assert_eq!((response.kvs.len(), response.more, response.count), (2, true, 4));
+        assert_eq!(
+            (response.kvs.len(), response.more, response.count),
+            (2, true, 4)
+        );
 
         request.limit = 0;
         request.sort_order = SortOrder::Descend;
         request.sort_target = SortTarget::Mod;
-        let keys: Vec<_> = store.kernel.range(&request).unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+        let keys: Vec<_> = store
+            .kernel
+            .range(&request)
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
         assert_eq!(keys, [b"a", b"d", b"c", b"b"]);
 
         request.sort_order = SortOrder::None;
@@ -502,7 +556,10 @@ mod tests {
         request.min_create_revision = 3;
         request.keys_only = true;
         let kvs = store.kernel.range(&request).unwrap().kvs;
-        assert_eq!(kvs.iter().map(|kv| kv.key.as_slice()).collect::<Vec<_>>(), [b"d", b"c", b"b"]);
+        assert_eq!(
+            kvs.iter().map(|kv| kv.key.as_slice()).collect::<Vec<_>>(),
+            [b"d", b"c", b"b"]
+        );
         assert!(kvs.iter().all(|kv| kv.value.is_empty()));
     }
 
@@ -537,7 +594,9 @@ mod tests {
         let revision = store.kernel.revision();
         let compacted = store.kernel.compact_revision();
         let applied = store.kernel.applied_index();
-        let views: Vec<_> = (compacted.max(1)..=revision).map(|r| store.all_at(r)).collect();
+        let views: Vec<_> = (compacted.max(1)..=revision)
+            .map(|r| store.all_at(r))
+            .collect();
 
         // Applied but never committed: gone after a reopen.
         store.put("uncommitted", "x");
@@ -545,7 +604,12 @@ mod tests {
         assert_eq!(store.kernel.revision(), revision);
         assert_eq!(store.kernel.compact_revision(), compacted);
         assert_eq!(store.kernel.applied_index(), applied);
-        assert_eq!((compacted.max(1)..=revision).map(|r| store.all_at(r)).collect::<Vec<_>>(), views);
+        assert_eq!(
+            (compacted.max(1)..=revision)
+                .map(|r| store.all_at(r))
+                .collect::<Vec<_>>(),
+            views
+        );
         assert_eq!(store.get("uncommitted"), None);
     }
 }

@@ -8,7 +8,11 @@ use crate::types::{KeyValue, RangeRequest, RangeResponse, Revision, SortOrder, S
 
 impl Kernel {
     /// Reads as of `current`, the newest revision the reader may see.
-    pub(crate) fn range_at(&self, request: &RangeRequest, current: Revision) -> Result<RangeResponse, Error> {
+    pub(crate) fn range_at(
+        &self,
+        request: &RangeRequest,
+        current: Revision,
+    ) -> Result<RangeResponse, Error> {
         let revision = match request.revision {
             r if r > current => return Err(KvError::FutureRevision.into()),
             r if r <= 0 => current,
@@ -58,13 +62,26 @@ fn fetch_count(request: &RangeRequest, visible: usize) -> usize {
     if loads_all || request.limit <= 0 {
         return visible;
     }
-    visible.min(usize::try_from(request.limit).unwrap_or(usize::MAX).saturating_add(1))
+    visible.min(
+        usize::try_from(request.limit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    )
 }
 
 fn passes_filters(request: &RangeRequest, kv: &KeyValue) -> bool {
-    let within = |value: Revision, min: Revision, max: Revision| (min == 0 || value >= min) && (max == 0 || value <= max);
-    within(kv.mod_revision, request.min_mod_revision, request.max_mod_revision)
-        && within(kv.create_revision, request.min_create_revision, request.max_create_revision)
+    let within = |value: Revision, min: Revision, max: Revision| {
+        (min == 0 || value >= min) && (max == 0 || value <= max)
+    };
+    within(
+        kv.mod_revision,
+        request.min_mod_revision,
+        request.max_mod_revision,
+    ) && within(
+        kv.create_revision,
+        request.min_create_revision,
+        request.max_create_revision,
+    )
 }
 
 /// Stable, so keys that tie on the target stay in key order on every replica.

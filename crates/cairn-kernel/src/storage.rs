@@ -11,10 +11,13 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
 
 use crate::error::StorageError;
-use crate::types::{KeyValue, LeaseId, Revision, INITIAL_REVISION};
+use crate::types::{INITIAL_REVISION, KeyValue, LeaseId, Revision};
 
 const HISTORY: &str = "history";
 const META: &str = "meta";
@@ -45,7 +48,9 @@ impl ChangeId {
     }
 
     fn decode(bytes: &[u8]) -> Result<ChangeId, StorageError> {
-        let bytes: [u8; Self::ENCODED_LEN] = bytes.try_into().map_err(|_| corrupt(HISTORY, "revision key of wrong length"))?;
+        let bytes: [u8; Self::ENCODED_LEN] = bytes
+            .try_into()
+            .map_err(|_| corrupt(HISTORY, "revision key of wrong length"))?;
         let main = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")) as i64;
         let sub = u32::from_be_bytes(bytes[8..].try_into().expect("4 bytes"));
         if main <= 0 {
@@ -60,7 +65,9 @@ impl ChangeId {
 pub(crate) enum Change {
     /// The key's state after a put; its `mod_revision` is the change's main revision.
     Put(KeyValue),
-    Delete { key: Vec<u8> },
+    Delete {
+        key: Vec<u8>,
+    },
 }
 
 impl Change {
@@ -206,16 +213,18 @@ impl Storage {
         let read = |name: &[u8]| -> Result<Option<[u8; 8]>, StorageError> {
             match self.db.get_cf(self.family(META), name)? {
                 None => Ok(None),
-                Some(bytes) => bytes
-                    .as_slice()
-                    .try_into()
-                    .map(Some)
-                    .map_err(|_| corrupt(META, format!("{} is not 8 bytes", String::from_utf8_lossy(name)))),
+                Some(bytes) => bytes.as_slice().try_into().map(Some).map_err(|_| {
+                    corrupt(
+                        META,
+                        format!("{} is not 8 bytes", String::from_utf8_lossy(name)),
+                    )
+                }),
             }
         };
         Ok(Meta {
             revision: read(META_REVISION)?.map_or(INITIAL_REVISION, i64::from_be_bytes),
-            compact_revision: read(META_COMPACT_REVISION)?.map_or(NEVER_COMPACTED, i64::from_be_bytes),
+            compact_revision: read(META_COMPACT_REVISION)?
+                .map_or(NEVER_COMPACTED, i64::from_be_bytes),
             applied_index: read(META_APPLIED_INDEX)?.map_or(0, u64::from_be_bytes),
         })
     }
@@ -223,7 +232,10 @@ impl Storage {
     /// Every change in history, in revision order.
     pub fn history(&self) -> impl Iterator<Item = Result<(ChangeId, Change), StorageError>> + '_ {
         self.db
-            .iterator_cf(self.family(HISTORY), IteratorMode::From(&[], Direction::Forward))
+            .iterator_cf(
+                self.family(HISTORY),
+                IteratorMode::From(&[], Direction::Forward),
+            )
             .map(|item| {
                 let (key, value) = item?;
                 let id = ChangeId::decode(&key)?;
@@ -249,7 +261,11 @@ impl Storage {
     pub fn stage_meta(&self, batch: &mut WriteBatch, meta: Meta) {
         let family = self.family(META);
         batch.put_cf(family, META_REVISION, meta.revision.to_be_bytes());
-        batch.put_cf(family, META_COMPACT_REVISION, meta.compact_revision.to_be_bytes());
+        batch.put_cf(
+            family,
+            META_COMPACT_REVISION,
+            meta.compact_revision.to_be_bytes(),
+        );
         batch.put_cf(family, META_APPLIED_INDEX, meta.applied_index.to_be_bytes());
     }
 
@@ -266,14 +282,23 @@ impl Storage {
             .iter()
             .map(|name| {
                 let family = self.family(name);
-                let property = |p: &str| self.db.property_int_value_cf(family, p).ok().flatten().unwrap_or(0);
-                property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables")
+                let property = |p: &str| {
+                    self.db
+                        .property_int_value_cf(family, p)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                };
+                property("rocksdb.total-sst-files-size")
+                    + property("rocksdb.cur-size-all-mem-tables")
             })
             .sum()
     }
 
     fn family(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
     }
 }
 
@@ -292,7 +317,9 @@ mod tests {
             value: b"\xffvalue".to_vec(),
             lease: 77,
         });
-        let delete = Change::Delete { key: b"gone".to_vec() };
+        let delete = Change::Delete {
+            key: b"gone".to_vec(),
+        };
         for change in [put, delete] {
             assert_eq!(Change::decode(id, &change.encode()).unwrap(), change);
         }

@@ -12,7 +12,8 @@
 use crate::error::{Error, KvError, StorageError};
 use crate::kernel::{Kernel, Writer};
 use crate::types::{
-    Compare, CompareResult, CompareTarget, KeyValue, RequestOp, ResponseOp, TxnRequest, TxnResponse, NO_LEASE,
+    Compare, CompareResult, CompareTarget, KeyValue, NO_LEASE, RequestOp, ResponseOp, TxnRequest,
+    TxnResponse,
 };
 
 /// Which branch each txn on the taken path takes: the outer txn's, then those of the nested txns
@@ -24,11 +25,19 @@ struct Path {
 
 impl Path {
     /// The taken branch, each op paired with the path of the nested txn it is, if it is one.
-    fn ops<'t>(&'t self, txn: &'t TxnRequest) -> impl Iterator<Item = (&'t RequestOp, Option<&'t Path>)> {
-        let branch = if self.succeeded { &txn.success } else { &txn.failure };
+    fn ops<'t>(
+        &'t self,
+        txn: &'t TxnRequest,
+    ) -> impl Iterator<Item = (&'t RequestOp, Option<&'t Path>)> {
+        let branch = if self.succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let mut nested = self.nested.iter();
         branch.iter().map(move |op| {
-            let path = matches!(op, RequestOp::Txn(_)).then(|| nested.next().expect("a path per nested txn"));
+            let path = matches!(op, RequestOp::Txn(_))
+                .then(|| nested.next().expect("a path per nested txn"));
             (op, path)
         })
     }
@@ -53,7 +62,11 @@ impl Kernel {
                 break;
             }
         }
-        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let nested = branch
             .iter()
             .filter_map(|op| match op {
@@ -70,7 +83,8 @@ impl Kernel {
     fn compare_holds(&self, compare: &Compare) -> Result<bool, StorageError> {
         let visible = self.index().visible(&compare.range, self.revision());
         if visible.is_empty() {
-            return Ok(!matches!(compare.target, CompareTarget::Value(_)) && compare_kv(compare, &KeyValue::default()));
+            return Ok(!matches!(compare.target, CompareTarget::Value(_))
+                && compare_kv(compare, &KeyValue::default()));
         }
         for (_, id) in visible {
             if !compare_kv(compare, &self.load(id)?) {
@@ -87,7 +101,10 @@ impl Kernel {
                 (RequestOp::Put(put), _) => {
                     let exists = !self
                         .index()
-                        .visible(&crate::types::KeyRange::Key(put.key.clone()), self.revision())
+                        .visible(
+                            &crate::types::KeyRange::Key(put.key.clone()),
+                            self.revision(),
+                        )
                         .is_empty();
                     if (put.ignore_value || put.ignore_lease) && !exists {
                         return Err(KvError::KeyNotFound);
@@ -108,7 +125,9 @@ impl Kernel {
     fn check_ranges(&self, txn: &TxnRequest, path: &Path) -> Result<(), KvError> {
         for (op, nested) in path.ops(txn) {
             match (op, nested) {
-                (RequestOp::Txn(inner), Some(inner_path)) => self.check_ranges(inner, inner_path)?,
+                (RequestOp::Txn(inner), Some(inner_path)) => {
+                    self.check_ranges(inner, inner_path)?
+                }
                 (RequestOp::Range(range), _) if range.revision != 0 => {
                     if range.revision > self.revision() {
                         return Err(KvError::FutureRevision);
@@ -130,9 +149,15 @@ fn run(writer: &mut Writer, txn: &TxnRequest, path: &Path) -> Result<TxnResponse
         let response = match (op, nested) {
             (RequestOp::Range(range), _) => ResponseOp::Range(checked(writer.range(range))?),
             (RequestOp::Put(put), _) => ResponseOp::Put(checked(writer.put(put))?),
-            (RequestOp::DeleteRange(delete), _) => ResponseOp::DeleteRange(checked(writer.delete_range(delete))?),
-            (RequestOp::Txn(inner), Some(inner_path)) => ResponseOp::Txn(run(writer, inner, inner_path)?),
-            (RequestOp::Txn(_), None) => unreachable!("Path::ops pairs every nested txn with its path"),
+            (RequestOp::DeleteRange(delete), _) => {
+                ResponseOp::DeleteRange(checked(writer.delete_range(delete))?)
+            }
+            (RequestOp::Txn(inner), Some(inner_path)) => {
+                ResponseOp::Txn(run(writer, inner, inner_path)?)
+            }
+            (RequestOp::Txn(_), None) => {
+                unreachable!("Path::ops pairs every nested txn with its path")
+            }
         };
         responses.push(response);
     }

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 
 use crate::error::KvError;
-use crate::types::{Command, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::types::{
+    Command, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 /// etcd's default for `--max-txn-ops`.
 pub const TXN_OPS_MAX_DEFAULT: usize = 128;
@@ -64,7 +66,11 @@ pub fn txn_request(txn: &TxnRequest, limits: &Limits) -> Result<(), KvError> {
 }
 
 fn txn_shape(txn: &TxnRequest, limits: &Limits) -> Result<(), KvError> {
-    let ops = txn.compare.len().max(txn.success.len()).max(txn.failure.len());
+    let ops = txn
+        .compare
+        .len()
+        .max(txn.success.len())
+        .max(txn.failure.len());
     if ops > limits.txn_ops_max {
         return Err(KvError::TooManyOps);
     }
@@ -179,27 +185,51 @@ mod tests {
 
     #[test]
     fn two_puts_of_one_key_in_a_branch_are_duplicates() {
-        assert_eq!(check(&txn(vec![put("a"), put("a")], vec![])), Err(KvError::DuplicateKey));
+        assert_eq!(
+            check(&txn(vec![put("a"), put("a")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
         assert_eq!(check(&txn(vec![put("a")], vec![put("a")])), Ok(()));
     }
 
     #[test]
     fn a_put_inside_a_deleted_range_is_a_duplicate() {
-        assert_eq!(check(&txn(vec![delete("a", "c"), put("b")], vec![])), Err(KvError::DuplicateKey));
-        assert_eq!(check(&txn(vec![delete("a", "c"), put("c")], vec![])), Ok(()));
-        assert_eq!(check(&txn(vec![delete("b", ""), put("b")], vec![])), Err(KvError::DuplicateKey));
+        assert_eq!(
+            check(&txn(vec![delete("a", "c"), put("b")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
+        assert_eq!(
+            check(&txn(vec![delete("a", "c"), put("c")], vec![])),
+            Ok(())
+        );
+        assert_eq!(
+            check(&txn(vec![delete("b", ""), put("b")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
         // Unlike etcd 3.4, which accepts this and can then crash applying it.
-        assert_eq!(check(&txn(vec![delete("a", "\0"), put("b")], vec![])), Err(KvError::DuplicateKey));
-        assert_eq!(check(&txn(vec![delete("c", "\0"), put("b")], vec![])), Ok(()));
+        assert_eq!(
+            check(&txn(vec![delete("a", "\0"), put("b")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
+        assert_eq!(
+            check(&txn(vec![delete("c", "\0"), put("b")], vec![])),
+            Ok(())
+        );
     }
 
     #[test]
     fn nested_branches_exclude_each_other_but_not_their_parent() {
         let nested = RequestOp::Txn(txn(vec![put("a")], vec![put("a")]));
         assert_eq!(check(&txn(vec![nested.clone()], vec![])), Ok(()));
-        assert_eq!(check(&txn(vec![nested, put("a")], vec![])), Err(KvError::DuplicateKey));
+        assert_eq!(
+            check(&txn(vec![nested, put("a")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
         let nested_delete = RequestOp::Txn(txn(vec![delete("a", "z")], vec![]));
-        assert_eq!(check(&txn(vec![nested_delete, put("k")], vec![])), Err(KvError::DuplicateKey));
+        assert_eq!(
+            check(&txn(vec![nested_delete, put("k")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
     }
 
     #[test]
@@ -222,6 +252,12 @@ mod tests {
         p.ignore_lease = true;
         p.lease = 7;
         assert_eq!(put_request(&p), Err(KvError::LeaseProvided));
-        assert_eq!(command(&Command::Compact(CompactRequest { revision: 1 }), &Limits::default()), Ok(()));
+        assert_eq!(
+            command(
+                &Command::Compact(CompactRequest { revision: 1 }),
+                &Limits::default()
+            ),
+            Ok(())
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use cairn_kernel::{Command, CommandResponse, Durability, Error, Kernel};
-use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::sync::{RwLock, mpsc, oneshot};
 use tonic::Status;
 
 use crate::status::kernel_status;
@@ -35,7 +35,9 @@ impl Applier {
         std::thread::Builder::new()
             .name("cairn-applier".into())
             .spawn(move || {
-                let applying = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&kernel, proposals)));
+                let applying = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&kernel, proposals)
+                }));
                 if applying.is_err() {
                     // A broken invariant: the panic message is already logged. Serving reads
                     // without a writer would only hide it.

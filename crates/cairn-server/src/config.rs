@@ -21,7 +21,11 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
 
     /// Comma-separated URLs to listen on for client traffic (http only).
-    #[arg(long, env = "CAIRN_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub listen_client_urls: String,
 
     /// Comma-separated client URLs to advertise to the rest of the cluster and to clients;
@@ -38,7 +42,11 @@ pub struct ServeConfig {
     pub max_txn_ops: usize,
 
     /// Token that tells clusters apart; member and cluster IDs derive from it.
-    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_TOKEN", default_value = "cairn-cluster")]
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_CLUSTER_TOKEN",
+        default_value = "cairn-cluster"
+    )]
     pub initial_cluster_token: String,
 }
 
@@ -70,16 +78,18 @@ pub fn split_urls(urls: &str) -> Result<Vec<String>, UrlError> {
 pub fn listen_address(url: &str) -> Result<SocketAddr, UrlError> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| UrlError::Scheme { url: url.to_string() })?;
+        .ok_or_else(|| UrlError::Scheme {
+            url: url.to_string(),
+        })?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     let authority = if let Some(port) = authority.strip_prefix("localhost:") {
         format!("127.0.0.1:{port}")
     } else {
         authority.to_string()
     };
-    authority
-        .parse()
-        .map_err(|_| UrlError::Address { url: url.to_string() })
+    authority.parse().map_err(|_| UrlError::Address {
+        url: url.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -93,9 +103,21 @@ mod tests {
             vec!["http://127.0.0.1:2379", "http://[::1]:2379"]
         );
         assert_eq!(split_urls(" , "), Err(UrlError::Empty));
-        assert_eq!(listen_address("http://127.0.0.1:2379/").unwrap(), "127.0.0.1:2379".parse().unwrap());
-        assert_eq!(listen_address("http://localhost:23").unwrap(), "127.0.0.1:23".parse().unwrap());
-        assert!(matches!(listen_address("https://127.0.0.1:1"), Err(UrlError::Scheme { .. })));
-        assert!(matches!(listen_address("http://nowhere"), Err(UrlError::Address { .. })));
+        assert_eq!(
+            listen_address("http://127.0.0.1:2379/").unwrap(),
+            "127.0.0.1:2379".parse().unwrap()
+        );
+        assert_eq!(
+            listen_address("http://localhost:23").unwrap(),
+            "127.0.0.1:23".parse().unwrap()
+        );
+        assert!(matches!(
+            listen_address("https://127.0.0.1:1"),
+            Err(UrlError::Scheme { .. })
+        ));
+        assert!(matches!(
+            listen_address("http://nowhere"),
+            Err(UrlError::Address { .. })
+        ));
     }
 }

@@ -59,9 +59,21 @@ pub fn delete_request(r: pb::DeleteRangeRequest) -> kernel::DeleteRangeRequest {
 
 pub fn txn_request(r: pb::TxnRequest) -> Result<kernel::TxnRequest, Status> {
     Ok(kernel::TxnRequest {
-        compare: r.compare.into_iter().map(compare).collect::<Result<_, _>>()?,
-        success: r.success.into_iter().map(request_op).collect::<Result<_, _>>()?,
-        failure: r.failure.into_iter().map(request_op).collect::<Result<_, _>>()?,
+        compare: r
+            .compare
+            .into_iter()
+            .map(compare)
+            .collect::<Result<_, _>>()?,
+        success: r
+            .success
+            .into_iter()
+            .map(request_op)
+            .collect::<Result<_, _>>()?,
+        failure: r
+            .failure
+            .into_iter()
+            .map(request_op)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -70,7 +82,9 @@ fn request_op(op: pb::RequestOp) -> Result<kernel::RequestOp, Status> {
     match op.request {
         Some(Request::RequestRange(r)) => range_request(r).map(kernel::RequestOp::Range),
         Some(Request::RequestPut(r)) => Ok(kernel::RequestOp::Put(put_request(r))),
-        Some(Request::RequestDeleteRange(r)) => Ok(kernel::RequestOp::DeleteRange(delete_request(r))),
+        Some(Request::RequestDeleteRange(r)) => {
+            Ok(kernel::RequestOp::DeleteRange(delete_request(r)))
+        }
         Some(Request::RequestTxn(r)) => txn_request(r).map(kernel::RequestOp::Txn),
         // etcd's answer to an empty op.
         None => Err(kv_status(&kernel::KvError::KeyNotFound)),
@@ -86,20 +100,36 @@ fn compare(c: pb::Compare) -> Result<kernel::Compare, Status> {
         Ok(CompareResult::Greater) => kernel::CompareResult::Greater,
         Ok(CompareResult::Less) => kernel::CompareResult::Less,
         Ok(CompareResult::NotEqual) => kernel::CompareResult::NotEqual,
-        Err(_) => return Err(invalid_argument(format!("invalid compare result {}", c.result))),
+        Err(_) => {
+            return Err(invalid_argument(format!(
+                "invalid compare result {}",
+                c.result
+            )));
+        }
     };
     let target = match (CompareTarget::try_from(c.target), c.target_union) {
-        (Ok(CompareTarget::Version), Some(TargetUnion::Version(v))) => kernel::CompareTarget::Version(v),
+        (Ok(CompareTarget::Version), Some(TargetUnion::Version(v))) => {
+            kernel::CompareTarget::Version(v)
+        }
         (Ok(CompareTarget::Version), _) => kernel::CompareTarget::Version(0),
-        (Ok(CompareTarget::Create), Some(TargetUnion::CreateRevision(r))) => kernel::CompareTarget::Create(r),
+        (Ok(CompareTarget::Create), Some(TargetUnion::CreateRevision(r))) => {
+            kernel::CompareTarget::Create(r)
+        }
         (Ok(CompareTarget::Create), _) => kernel::CompareTarget::Create(0),
-        (Ok(CompareTarget::Mod), Some(TargetUnion::ModRevision(r))) => kernel::CompareTarget::Mod(r),
+        (Ok(CompareTarget::Mod), Some(TargetUnion::ModRevision(r))) => {
+            kernel::CompareTarget::Mod(r)
+        }
         (Ok(CompareTarget::Mod), _) => kernel::CompareTarget::Mod(0),
         (Ok(CompareTarget::Value), Some(TargetUnion::Value(v))) => kernel::CompareTarget::Value(v),
         (Ok(CompareTarget::Value), _) => kernel::CompareTarget::Value(Vec::new()),
         (Ok(CompareTarget::Lease), Some(TargetUnion::Lease(l))) => kernel::CompareTarget::Lease(l),
         (Ok(CompareTarget::Lease), _) => kernel::CompareTarget::Lease(0),
-        (Err(_), _) => return Err(invalid_argument(format!("invalid compare target {}", c.target))),
+        (Err(_), _) => {
+            return Err(invalid_argument(format!(
+                "invalid compare target {}",
+                c.target
+            )));
+        }
     };
     Ok(kernel::Compare {
         range: kernel::KeyRange::from_etcd(c.key, c.range_end),
@@ -109,7 +139,9 @@ fn compare(c: pb::Compare) -> Result<kernel::Compare, Status> {
 }
 
 pub fn compact_request(r: pb::CompactionRequest) -> kernel::CompactRequest {
-    kernel::CompactRequest { revision: r.revision }
+    kernel::CompactRequest {
+        revision: r.revision,
+    }
 }
 
 /// A header carrying only a revision, as etcd puts on responses nested in a txn; the service
@@ -165,7 +197,9 @@ pub fn txn_response(r: kernel::TxnResponse) -> pb::TxnResponse {
             response: Some(match op {
                 kernel::ResponseOp::Range(r) => Response::ResponseRange(range_response(r)),
                 kernel::ResponseOp::Put(r) => Response::ResponsePut(put_response(r)),
-                kernel::ResponseOp::DeleteRange(r) => Response::ResponseDeleteRange(delete_response(r)),
+                kernel::ResponseOp::DeleteRange(r) => {
+                    Response::ResponseDeleteRange(delete_response(r))
+                }
                 kernel::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response(r)),
             }),
         })

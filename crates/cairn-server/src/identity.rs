@@ -45,7 +45,13 @@ mod tests {
     fn ids_are_stable_and_distinct() {
         let a = Identity::single_member("t", "a", vec![]);
         assert_eq!(a, Identity::single_member("t", "a", vec![]));
-        assert_ne!(a.member_id, Identity::single_member("t", "b", vec![]).member_id);
-        assert_ne!(a.cluster_id, Identity::single_member("u", "a", vec![]).cluster_id);
+        assert_ne!(
+            a.member_id,
+            Identity::single_member("t", "b", vec![]).member_id
+        );
+        assert_ne!(
+            a.cluster_id,
+            Identity::single_member("u", "a", vec![]).cluster_id
+        );
     }
 }

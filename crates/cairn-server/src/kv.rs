@@ -27,17 +27,29 @@ fn mismatched(response: &CommandResponse) -> ! {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let request = convert::range_request(request.into_inner())?;
         // Serializable and linearizable reads coincide on a single member: the applier publishes
         // writes only once they are durable.
-        let response = self.node.kernel.read().await.range(&request).map_err(|e| kernel_status(&e))?;
+        let response = self
+            .node
+            .kernel
+            .read()
+            .await
+            .range(&request)
+            .map_err(|e| kernel_status(&e))?;
         let mut response = convert::range_response(response);
         response.header = self.node.complete(response.header);
         Ok(Response::new(response))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let request = request.into_inner();
         let encoded_len = request.encoded_len();
         let command = Command::Put(convert::put_request(request));
@@ -68,7 +80,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let request = request.into_inner();
         let encoded_len = request.encoded_len();
         let txn = convert::txn_request(request)?;

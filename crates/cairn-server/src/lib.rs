@@ -5,6 +5,7 @@
 //! serves reads straight from the kernel.
 
 mod applier;
+mod authority;
 pub mod config;
 mod convert;
 mod identity;

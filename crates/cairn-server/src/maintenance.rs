@@ -5,7 +5,7 @@ use cairn_proto::etcdserverpb::cluster_server::Cluster;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use tonic::{Request, Response, Status};
 
-use crate::node::{SharedNode, ETCD_API_VERSION, RAFT_TERM};
+use crate::node::{ETCD_API_VERSION, RAFT_TERM, SharedNode};
 
 pub struct MaintenanceService {
     node: SharedNode,
@@ -19,7 +19,10 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let kernel = self.node.kernel.read().await;
         let db_size = i64::try_from(kernel.size_bytes()).unwrap_or(i64::MAX);
         Ok(Response::new(pb::StatusResponse {

@@ -42,11 +42,16 @@ impl Node {
 
     /// Checks a write's size and shape, then applies it. Refusing here keeps a bad write out of
     /// the queue; apply would refuse it the same way.
-    pub async fn write(&self, encoded_len: usize, command: Command) -> Result<CommandResponse, Status> {
+    pub async fn write(
+        &self,
+        encoded_len: usize,
+        command: Command,
+    ) -> Result<CommandResponse, Status> {
         if encoded_len > self.request_bytes_max {
             return Err(request_too_large());
         }
-        cairn_kernel::validate::command(&command, &self.limits).map_err(|error| kv_status(&error))?;
+        cairn_kernel::validate::command(&command, &self.limits)
+            .map_err(|error| kv_status(&error))?;
         self.applier.submit(command).await
     }
 }

@@ -9,10 +9,13 @@ use cairn_kernel::{Kernel, Limits};
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use tokio::sync::{watch, RwLock};
+use tokio::sync::{RwLock, watch};
+
+use tokio_stream::StreamExt;
 
 use crate::applier::Applier;
-use crate::config::{listen_address, split_urls, ServeConfig};
+use crate::authority::RepairedConnection;
+use crate::config::{ServeConfig, listen_address, split_urls};
 use crate::identity::Identity;
 use crate::kv::KvService;
 use crate::maintenance::{ClusterService, MaintenanceService};
@@ -42,7 +45,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     let node = Arc::new(Node {
         applier: Applier::spawn(kernel.clone()).context("starting the applier thread")?,
         kernel,
-        identity: Identity::single_member(&config.initial_cluster_token, &config.name, advertise_urls),
+        identity: Identity::single_member(
+            &config.initial_cluster_token,
+            &config.name,
+            advertise_urls,
+        ),
         request_bytes_max: config.max_request_bytes,
         limits,
     });
@@ -55,17 +62,24 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
             .await
             .with_context(|| format!("listening on {address}"))?;
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(decoding_bytes_max))
+            .add_service(
+                KvServer::new(KvService::new(node.clone()))
+                    .max_decoding_message_size(decoding_bytes_max),
+            )
             .add_service(
                 MaintenanceServer::new(MaintenanceService::new(node.clone()))
                     .max_decoding_message_size(decoding_bytes_max),
             )
             .add_service(
-                ClusterServer::new(ClusterService::new(node.clone())).max_decoding_message_size(decoding_bytes_max),
+                ClusterServer::new(ClusterService::new(node.clone()))
+                    .max_decoding_message_size(decoding_bytes_max),
             );
         let mut stopped = stopped.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+            let stream = accepted?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(RepairedConnection::new(stream))
+        });
         servers.spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async move {
