@@ -121,6 +121,15 @@ pub async fn start_cairn(data_dir: &Path) -> anyhow::Result<Server> {
 
 /// Starts `cairn serve` on `port`; restarting on the same port and directory restarts the member.
 pub async fn start_cairn_on(data_dir: &Path, port: u16) -> anyhow::Result<Server> {
+    start_cairn_with(data_dir, port, &[]).await
+}
+
+/// Starts `cairn serve` on `port` with extra flags.
+pub async fn start_cairn_with(
+    data_dir: &Path,
+    port: u16,
+    flags: &[&str],
+) -> anyhow::Result<Server> {
     let url = format!("http://127.0.0.1:{port}");
     let mut command = Command::new(cairn_binary());
     command
@@ -128,7 +137,8 @@ pub async fn start_cairn_on(data_dir: &Path, port: u16) -> anyhow::Result<Server
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen-client-urls")
-        .arg(&url);
+        .arg(&url)
+        .args(flags);
     let log = data_dir.with_extension("log");
     let mut server = Server::spawn(command, url, log)?;
     server.wait_ready().await?;

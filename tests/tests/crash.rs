@@ -132,6 +132,12 @@ async fn acknowledged_writes_survive_sigkill() {
         ledger.acknowledged.len()
     );
 
+    println!(
+        "{} acknowledged writes over {ROUNDS} SIGKILLs, {} txns attempted",
+        ledger.acknowledged.len(),
+        ledger.attempted_txns.len()
+    );
+
     let mut read = async |key: &str| {
         let response = kv
             .range(RangeRequest {

@@ -307,8 +307,11 @@ mod tests {
         out
     }
 
-    /// Splits rewritten output into frames, decoding header blocks as `h2` would.
-    fn server_view(mut bytes: &[u8]) -> Vec<(u8, u8, Vec<(Vec<u8>, Vec<u8>)>)> {
+    type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Splits rewritten output into (type, END_STREAM, headers) frames, decoding header blocks as
+    /// `h2` would.
+    fn server_view(mut bytes: &[u8]) -> Vec<(u8, u8, Headers)> {
         assert!(bytes.starts_with(PREFACE));
         bytes = &bytes[PREFACE.len()..];
         let mut decoder = Decoder::new();
