@@ -29,10 +29,14 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// Starts the applier thread; it ends when every [`Applier`] handle is dropped.
-    pub fn spawn(kernel: Arc<RwLock<Kernel>>) -> std::io::Result<Applier> {
+    /// Starts the applier thread. Once every [`Applier`] handle is dropped it applies what is
+    /// still queued, drops its share of the kernel and ends; join it before exiting, so RocksDB
+    /// closes before the process does.
+    pub fn spawn(
+        kernel: Arc<RwLock<Kernel>>,
+    ) -> std::io::Result<(Applier, std::thread::JoinHandle<()>)> {
         let (queue, proposals) = mpsc::channel(QUEUE_COMMANDS_MAX);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("cairn-applier".into())
             .spawn(move || {
                 let applying = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -45,7 +49,7 @@ impl Applier {
                     std::process::exit(1);
                 }
             })?;
-        Ok(Applier { queue })
+        Ok((Applier { queue }, thread))
     }
 
     /// Applies `command` after everything submitted before it; answers once it is durable.

@@ -25,6 +25,9 @@ use crate::node::Node;
 /// write gets etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// How long shutdown waits for queued writes to be applied and the store to close.
+const SHUTDOWN_APPLIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listen_urls = split_urls(&config.listen_client_urls).context("--listen-client-urls")?;
     let addresses: Vec<SocketAddr> = listen_urls
@@ -42,8 +45,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     let kernel = Kernel::open(&config.data_dir, limits)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let kernel = Arc::new(RwLock::new(kernel));
+    let (applier, applier_thread) =
+        Applier::spawn(kernel.clone()).context("starting the applier thread")?;
     let node = Arc::new(Node {
-        applier: Applier::spawn(kernel.clone()).context("starting the applier thread")?,
+        applier,
         kernel,
         identity: Identity::single_member(
             &config.initial_cluster_token,
@@ -106,6 +111,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     let _ = stop.send(true);
     while let Some(result) = servers.join_next().await {
         result.context("client server task")??;
+    }
+    // The servers are gone with their handles on the node; dropping the last one closes the
+    // applier's queue, and the applier, the kernel's last owner, closes RocksDB as it ends.
+    drop(node);
+    let joined = tokio::task::spawn_blocking(move || applier_thread.join());
+    match tokio::time::timeout(SHUTDOWN_APPLIER_TIMEOUT, joined).await {
+        Ok(_) => tracing::info!("stopped"),
+        Err(_) => tracing::warn!("the applier did not stop within {SHUTDOWN_APPLIER_TIMEOUT:?}"),
     }
     Ok(())
 }
