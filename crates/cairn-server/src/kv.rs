@@ -18,7 +18,37 @@ impl KvService {
     pub fn new(node: SharedNode) -> KvService {
         KvService { node }
     }
+
+    /// Answers with `response`, its header completed with this member's identity.
+    fn reply<T: Headed>(&self, mut response: T) -> Result<Response<T>, Status> {
+        let header = response.header();
+        *header = self.node.complete(header.take());
+        Ok(Response::new(response))
+    }
 }
+
+/// A KV response, whose header the service completes.
+trait Headed {
+    fn header(&mut self) -> &mut Option<pb::ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($response:ty),*) => {
+        $(impl Headed for $response {
+            fn header(&mut self) -> &mut Option<pb::ResponseHeader> {
+                &mut self.header
+            }
+        })*
+    };
+}
+
+headed!(
+    pb::RangeResponse,
+    pb::PutResponse,
+    pb::DeleteRangeResponse,
+    pb::TxnResponse,
+    pb::CompactionResponse
+);
 
 /// The applier answers a command with the response of its kind; anything else is a bug.
 fn mismatched(response: &CommandResponse) -> ! {
@@ -41,9 +71,7 @@ impl Kv for KvService {
             .await
             .range(&request)
             .map_err(|e| kernel_status(&e))?;
-        let mut response = convert::range_response(response);
-        response.header = self.node.complete(response.header);
-        Ok(Response::new(response))
+        self.reply(convert::range_response(response))
     }
 
     async fn put(
@@ -54,11 +82,7 @@ impl Kv for KvService {
         let encoded_len = request.encoded_len();
         let command = Command::Put(convert::put_request(request));
         match self.node.write(encoded_len, command).await? {
-            CommandResponse::Put(response) => {
-                let mut response = convert::put_response(response);
-                response.header = self.node.complete(response.header);
-                Ok(Response::new(response))
-            }
+            CommandResponse::Put(response) => self.reply(convert::put_response(response)),
             other => mismatched(&other),
         }
     }
@@ -72,9 +96,7 @@ impl Kv for KvService {
         let command = Command::DeleteRange(convert::delete_request(request));
         match self.node.write(encoded_len, command).await? {
             CommandResponse::DeleteRange(response) => {
-                let mut response = convert::delete_response(response);
-                response.header = self.node.complete(response.header);
-                Ok(Response::new(response))
+                self.reply(convert::delete_response(response))
             }
             other => mismatched(&other),
         }
@@ -100,9 +122,7 @@ impl Kv for KvService {
                 other => mismatched(&other),
             }
         };
-        let mut response = convert::txn_response(response);
-        response.header = self.node.complete(response.header);
-        Ok(Response::new(response))
+        self.reply(convert::txn_response(response))
     }
 
     async fn compact(
@@ -114,11 +134,7 @@ impl Kv for KvService {
         let command = Command::Compact(convert::compact_request(request));
         // Compaction is physical as soon as it is applied, so `physical` needs no extra wait.
         match self.node.write(encoded_len, command).await? {
-            CommandResponse::Compact(response) => {
-                let mut response = convert::compact_response(response);
-                response.header = self.node.complete(response.header);
-                Ok(Response::new(response))
-            }
+            CommandResponse::Compact(response) => self.reply(convert::compact_response(response)),
             other => mismatched(&other),
         }
     }
