@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the same workloads against a single-node etcd (Debian's etcd-server) and a single-node
-# cairn, side by side on loopback in one run, and prints a Markdown table with cairn/etcd ratios.
-# Each workload runs against etcd and cairn in turn, ROUNDS times; figures are medians.
+# Runs the same workloads against etcd (Debian's etcd-server) and cairn, each as a cluster of
+# MEMBERS members (1 or 3; default 1) on loopback, side by side in one run, and prints a Markdown
+# table with cairn/etcd ratios. Clients spread their connections over every member. Each workload
+# runs against etcd and cairn in turn, ROUNDS times; figures are medians.
 #
-#   bench/compare.sh            # after `make build`; `make bench` does both
-#   ROUNDS=5 bench/compare.sh   # more rounds, steadier medians
+#   bench/compare.sh                # after `make build`; `make bench` does both
+#   MEMBERS=3 bench/compare.sh      # three-member clusters
+#   ROUNDS=5 bench/compare.sh       # more rounds, steadier medians
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,18 +39,39 @@ wait_ready() {
   exit 1
 }
 
-etcd_port=$(free_port); etcd_peer=$(free_port); cairn_port=$(free_port)
-etcd_url=http://127.0.0.1:$etcd_port
-cairn_url=http://127.0.0.1:$cairn_port
-etcd --name bench --data-dir "$work/etcd" \
-  --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
-  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-  --initial-cluster "bench=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
-pids+=($!)
-CAIRN_LOG=warn "$cairn" serve --data-dir "$work/cairn" --listen-client-urls "$cairn_url" >"$work/cairn.log" 2>&1 &
-pids+=($!)
-wait_ready "$etcd_url"
-wait_ready "$cairn_url"
+members=${MEMBERS:-1}
+
+# start_cluster etcd|cairn: starts $members members; sets $endpoints to their client URLs,
+# comma-separated.
+start_cluster() {
+  local kind=$1 initial="" names=() clients=() peers=()
+  for i in $(seq 1 "$members"); do
+    names+=("$kind$i"); clients+=("http://127.0.0.1:$(free_port)"); peers+=("http://127.0.0.1:$(free_port)")
+    initial+="${initial:+,}$kind$i=${peers[-1]}"
+  done
+  for i in "${!names[@]}"; do
+    local flags=(--name "${names[$i]}" --data-dir "$work/${names[$i]}"
+      --listen-client-urls "${clients[$i]}" --advertise-client-urls "${clients[$i]}"
+      --listen-peer-urls "${peers[$i]}" --initial-advertise-peer-urls "${peers[$i]}"
+      --initial-cluster "$initial")
+    if [ "$kind" = etcd ]; then
+      etcd "${flags[@]}" >"$work/${names[$i]}.log" 2>&1 &
+    else
+      CAIRN_LOG=warn "$cairn" serve "${flags[@]}" >"$work/${names[$i]}.log" 2>&1 &
+    fi
+    pids+=($!)
+  done
+  endpoints=$(IFS=,; echo "${clients[*]}")
+  for url in "${clients[@]}"; do wait_ready "$url"; done
+  # A cluster serves once it has a leader.
+  for _ in $(seq 1 200); do
+    ETCDCTL_API=3 etcdctl --endpoints "$endpoints" put bench/ready yes >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+
+start_cluster etcd; etcd_url=$endpoints
+start_cluster cairn; cairn_url=$endpoints
 
 # name | cairn-bench arguments
 workloads=(
@@ -62,6 +85,8 @@ workloads=(
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
+echo "$members-member clusters, $rounds rounds, medians"
+echo
 echo "| workload | etcd req/s | cairn req/s | cairn/etcd | etcd p50 / p99 ms | cairn p50 / p99 ms |"
 echo "|---|---:|---:|---:|---:|---:|"
 for workload in "${workloads[@]}"; do

@@ -2,7 +2,11 @@
 //! no system `protoc`.
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] = &["etcd/etcdserverpb/rpc.proto", "etcd/authpb/auth.proto"];
+const PROTO_FILES: &[&str] = &[
+    "etcd/etcdserverpb/rpc.proto",
+    "etcd/authpb/auth.proto",
+    "cairn/v1/peer.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

@@ -12,6 +12,10 @@ use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
+pub mod cluster;
+pub mod etcdctl;
+pub mod proxy;
+
 /// How long a server may take to answer its first request.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -51,7 +55,11 @@ pub struct Server {
 }
 
 impl Server {
-    fn spawn(mut command: Command, endpoint: String, log: PathBuf) -> anyhow::Result<Server> {
+    pub(crate) fn spawn(
+        mut command: Command,
+        endpoint: String,
+        log: PathBuf,
+    ) -> anyhow::Result<Server> {
         let log_file = std::fs::File::create(&log).context("creating the server log")?;
         let child = command
             .stdin(Stdio::null())
@@ -89,6 +97,10 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub async fn kv(&self) -> anyhow::Result<KvClient<Channel>> {
@@ -144,13 +156,27 @@ pub async fn start_cairn_on(data_dir: &Path, port: u16) -> anyhow::Result<Server
     start_cairn_with(data_dir, port, &[]).await
 }
 
-/// Starts `cairn serve` on `port` with extra flags.
+/// Starts a one-member `cairn serve` on `port` with extra flags. Its peer port is picked on the
+/// first start and kept beside the data directory, since the member's ID derives from it.
 pub async fn start_cairn_with(
     data_dir: &Path,
     port: u16,
     flags: &[&str],
 ) -> anyhow::Result<Server> {
     let url = format!("http://127.0.0.1:{port}");
+    let peer_port_file = data_dir.with_extension("peer-port");
+    let peer_port = match std::fs::read_to_string(&peer_port_file) {
+        Ok(port) => port
+            .trim()
+            .parse()
+            .context("reading the remembered peer port")?,
+        Err(_) => {
+            let port = free_port();
+            std::fs::write(&peer_port_file, port.to_string())?;
+            port
+        }
+    };
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
     let mut command = Command::new(cairn_binary());
     command
         .arg("serve")
@@ -158,6 +184,8 @@ pub async fn start_cairn_with(
         .arg(data_dir)
         .arg("--listen-client-urls")
         .arg(&url)
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
         .args(flags);
     let log = data_dir.with_extension("log");
     let mut server = Server::spawn(command, url, log)?;

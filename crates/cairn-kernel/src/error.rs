@@ -5,7 +5,7 @@ use thiserror::Error;
 /// Why a request was refused. Deterministic: every replica refuses the same command the same way,
 /// and a refused command changes nothing. Messages are etcd's, word for word, because clients
 /// match on them.
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KvError {
     #[error("etcdserver: key is not provided")]
     EmptyKey,

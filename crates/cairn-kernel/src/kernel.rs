@@ -28,6 +28,7 @@ pub struct Kernel {
     revision: Revision,
     compact_revision: Revision,
     applied_index: u64,
+    replication: Vec<u8>,
     limits: Limits,
     pending: Pending,
 }
@@ -79,6 +80,7 @@ impl Kernel {
             revision: meta.revision,
             compact_revision: meta.compact_revision,
             applied_index: meta.applied_index,
+            replication: meta.replication,
             limits,
             pending: Pending::default(),
         })
@@ -97,6 +99,33 @@ impl Kernel {
     /// Index of the last command applied.
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// What the layer feeding commands last recorded with [`Kernel::set_replication_state`].
+    pub fn replication_state(&self) -> &[u8] {
+        &self.replication
+    }
+
+    /// Records `state` for the layer feeding commands (for Raft: the last applied log id and
+    /// membership). It reaches disk with the next commit, atomically with the commands it covers.
+    pub fn set_replication_state(&mut self, state: Vec<u8>) {
+        self.replication = state;
+        self.pending.meta_changed = true;
+    }
+
+    /// Starts the command log over: the applied index returns to 0 and the replication state is
+    /// cleared, durably, while keys, history and revisions stay. For a new cluster seeded from
+    /// another's backup, whose log begins again at its first entry.
+    pub fn restart_log(&mut self) -> Result<(), StorageError> {
+        assert!(
+            !self.has_uncommitted(),
+            "log restarted with applied commands not yet committed"
+        );
+        self.applied_index = 0;
+        self.replication.clear();
+        self.pending.meta_changed = true;
+        self.pending.state_changed = true;
+        self.commit(Durability::Fsync)
     }
 
     /// Approximate bytes the store occupies, on disk and in write buffers.
@@ -175,7 +204,7 @@ impl Kernel {
         for id in &pending.removed {
             self.storage.stage_removal(&mut batch, *id);
         }
-        self.storage.stage_meta(&mut batch, self.meta());
+        self.storage.stage_meta(&mut batch, &self.meta());
         // A batch that only advances the applied index loses nothing if a crash undoes it: the
         // commands it covers changed nothing, so there is nothing to fsync for.
         let durability = if pending.state_changed {
@@ -191,6 +220,7 @@ impl Kernel {
             revision: self.revision,
             compact_revision: self.compact_revision,
             applied_index: self.applied_index,
+            replication: self.replication.clone(),
         }
     }
 
@@ -226,6 +256,15 @@ impl Kernel {
                 reason: format!("index points at {id:?}, which holds {other:?}"),
             }),
         }
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Whether anything applied has not been committed yet.
+    pub(crate) fn has_uncommitted(&self) -> bool {
+        self.pending.meta_changed
     }
 
     pub(crate) fn index(&self) -> &Index {
@@ -561,6 +600,23 @@ mod tests {
             [b"d", b"c", b"b"]
         );
         assert!(kvs.iter().all(|kv| kv.value.is_empty()));
+    }
+
+    #[test]
+    fn restarting_the_log_keeps_the_data_and_applies_from_index_one() {
+        let mut store = Store::new();
+        store.put("a", "1");
+        store.put("a", "2");
+        store.kernel.set_replication_state(b"old cluster".to_vec());
+        store.kernel.commit(Durability::Fsync).unwrap();
+        store.kernel.restart_log().unwrap();
+        let mut store = store.reopen();
+        assert_eq!(store.kernel.applied_index(), 0);
+        assert!(store.kernel.replication_state().is_empty());
+        assert_eq!(store.get("a").unwrap().version, 2);
+        let revision = store.kernel.revision();
+        assert_eq!(store.put("b", "3").revision, revision + 1);
+        assert_eq!(store.kernel.applied_index(), 1);
     }
 
     #[test]

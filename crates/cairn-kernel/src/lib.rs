@@ -7,9 +7,11 @@
 //! above it, feed it [`Command`]s and convert its plain [`types`] to and from their own.
 
 mod error;
+mod hash;
 mod index;
 mod kernel;
 mod range;
+pub mod snapshot;
 mod storage;
 mod txn;
 pub mod types;
@@ -17,6 +19,7 @@ pub mod validate;
 
 pub use error::{Error, KvError, StorageError};
 pub use kernel::Kernel;
+pub use snapshot::{Checkpoint, SnapshotError};
 pub use storage::Durability;
 pub use types::*;
 pub use validate::Limits;

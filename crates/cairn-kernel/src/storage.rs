@@ -25,6 +25,7 @@ const META: &str = "meta";
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACT_REVISION: &[u8] = b"compact_revision";
 const META_APPLIED_INDEX: &[u8] = b"applied_index";
+const META_REPLICATION: &[u8] = b"replication";
 
 /// etcd's compacted revision before the first compaction.
 pub(crate) const NEVER_COMPACTED: Revision = -1;
@@ -168,12 +169,39 @@ fn corrupt(family: &'static str, reason: impl Into<String>) -> StorageError {
     }
 }
 
-/// The store-wide counters kept in `meta`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The store-wide state kept in `meta`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Meta {
     pub revision: Revision,
     pub compact_revision: Revision,
     pub applied_index: u64,
+    /// Opaque to the kernel: whatever the layer feeding it commands needs to resume after a
+    /// restart, kept atomic with the state it describes.
+    pub replication: Vec<u8>,
+}
+
+/// A column family, named for the snapshot format, which carries records of both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    History,
+    Meta,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::History => HISTORY,
+            Family::Meta => META,
+        }
+    }
+}
+
+/// One raw key-value pair of the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub family: Family,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 /// How hard a commit works to survive a crash.
@@ -226,6 +254,10 @@ impl Storage {
             compact_revision: read(META_COMPACT_REVISION)?
                 .map_or(NEVER_COMPACTED, i64::from_be_bytes),
             applied_index: read(META_APPLIED_INDEX)?.map_or(0, u64::from_be_bytes),
+            replication: self
+                .db
+                .get_cf(self.family(META), META_REPLICATION)?
+                .unwrap_or_default(),
         })
     }
 
@@ -258,7 +290,7 @@ impl Storage {
         batch.delete_cf(self.family(HISTORY), id.encode());
     }
 
-    pub fn stage_meta(&self, batch: &mut WriteBatch, meta: Meta) {
+    pub fn stage_meta(&self, batch: &mut WriteBatch, meta: &Meta) {
         let family = self.family(META);
         batch.put_cf(family, META_REVISION, meta.revision.to_be_bytes());
         batch.put_cf(
@@ -267,6 +299,7 @@ impl Storage {
             meta.compact_revision.to_be_bytes(),
         );
         batch.put_cf(family, META_APPLIED_INDEX, meta.applied_index.to_be_bytes());
+        batch.put_cf(family, META_REPLICATION, &meta.replication);
     }
 
     pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
@@ -274,6 +307,43 @@ impl Storage {
         options.set_sync(durability == Durability::Fsync);
         self.db.write_opt(batch, &options)?;
         Ok(())
+    }
+
+    /// Writes a consistent copy of everything written so far into `dir`, which must not exist.
+    /// RocksDB hard-links its immutable files, so this costs little whatever the store's size.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// Every record of both families, family by family, in key order: the store's whole state
+    /// in a form [`Storage::stage_record`] takes back.
+    pub fn records(&self) -> impl Iterator<Item = Result<Record, StorageError>> + '_ {
+        [Family::History, Family::Meta]
+            .into_iter()
+            .flat_map(move |family| {
+                self.db
+                    .iterator_cf(
+                        self.family(family.name()),
+                        IteratorMode::From(&[], Direction::Forward),
+                    )
+                    .map(move |item| {
+                        let (key, value) = item?;
+                        Ok(Record {
+                            family,
+                            key: key.into_vec(),
+                            value: value.into_vec(),
+                        })
+                    })
+            })
+    }
+
+    pub fn stage_record(&self, batch: &mut WriteBatch, record: &Record) {
+        batch.put_cf(
+            self.family(record.family.name()),
+            &record.key,
+            &record.value,
+        );
     }
 
     /// Bytes on disk plus bytes in memtables: what etcd reports as the database size.

@@ -5,6 +5,8 @@
 //! leaves room for nonsense (an op with no request, a compare whose operand does not match its
 //! target), these types do not: the edge rejects or resolves it before the kernel sees it.
 
+use serde::{Deserialize, Serialize};
+
 /// A main revision of the store: it grows by one with every write that changes something.
 pub type Revision = i64;
 
@@ -18,7 +20,7 @@ pub const NO_LEASE: LeaseId = 0;
 pub const INITIAL_REVISION: Revision = 1;
 
 /// A key's state at some revision, as etcd's `mvccpb.KeyValue`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: Vec<u8>,
     pub create_revision: Revision,
@@ -30,7 +32,7 @@ pub struct KeyValue {
 
 /// Which keys a request touches: one key, or the half-open interval `[start, end)`, or every key
 /// from `start` on. Built from etcd's `(key, range_end)` pair by [`KeyRange::from_etcd`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyRange {
     Key(Vec<u8>),
     Interval { start: Vec<u8>, end: Vec<u8> },
@@ -60,7 +62,7 @@ impl KeyRange {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortOrder {
     #[default]
     None,
@@ -68,7 +70,7 @@ pub enum SortOrder {
     Descend,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortTarget {
     #[default]
     Key,
@@ -78,7 +80,7 @@ pub enum SortTarget {
     Value,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeRequest {
     pub range: KeyRange,
     /// At most this many keys; 0 means no limit.
@@ -114,7 +116,7 @@ impl RangeRequest {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeResponse {
     /// Store revision for the response header.
     pub revision: Revision,
@@ -124,7 +126,7 @@ pub struct RangeResponse {
     pub count: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutRequest {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
@@ -148,26 +150,26 @@ impl PutRequest {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutResponse {
     pub revision: Revision,
     pub prev_kv: Option<KeyValue>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteRangeRequest {
     pub range: KeyRange,
     pub prev_kv: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteRangeResponse {
     pub revision: Revision,
     pub deleted: i64,
     pub prev_kvs: Vec<KeyValue>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareResult {
     Equal,
     Greater,
@@ -176,7 +178,7 @@ pub enum CompareResult {
 }
 
 /// The field a compare inspects, carrying the operand it is compared with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
     Version(i64),
     Create(Revision),
@@ -185,14 +187,14 @@ pub enum CompareTarget {
     Lease(LeaseId),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
     pub range: KeyRange,
     pub target: CompareTarget,
     pub result: CompareResult,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestOp {
     Range(RangeRequest),
     Put(PutRequest),
@@ -200,7 +202,7 @@ pub enum RequestOp {
     Txn(TxnRequest),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseOp {
     Range(RangeResponse),
     Put(PutResponse),
@@ -208,7 +210,7 @@ pub enum ResponseOp {
     Txn(TxnResponse),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnRequest {
     pub compare: Vec<Compare>,
     pub success: Vec<RequestOp>,
@@ -226,7 +228,7 @@ impl TxnRequest {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnResponse {
     /// Header revision. As in etcd, only the outermost txn sets it; nested ones report 0.
     pub revision: Revision,
@@ -234,18 +236,18 @@ pub struct TxnResponse {
     pub responses: Vec<ResponseOp>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactRequest {
     pub revision: Revision,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactResponse {
     pub revision: Revision,
 }
 
 /// A state change, applied in log order on every replica.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
@@ -254,7 +256,7 @@ pub enum Command {
 }
 
 /// The result of applying a [`Command`], of the matching kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),

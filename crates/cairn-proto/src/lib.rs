@@ -2,7 +2,7 @@
 //!
 //! This crate exists so that exactly one place knows the wire format: the etcd v3 API
 //! (`etcdserverpb`, `mvccpb`, `authpb`), which makes every etcd client work against Cairn, and
-//! later Cairn's own `cairn.v1` services. Everything is generated at build time from the `.proto`
+//! Cairn's own `cairn.v1` services. Everything is generated at build time from the `.proto`
 //! files beside this crate; the node converts to and from the kernel's plain types at its edge.
 
 /// etcd's multi-version key-value types: `KeyValue` and watch `Event`.
@@ -18,4 +18,9 @@ pub mod authpb {
 /// etcd's v3 services and their request and response messages.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// Cairn's own services: for now the peer transport between the members of a cluster.
+pub mod cairn_v1 {
+    tonic::include_proto!("cairn.v1");
 }

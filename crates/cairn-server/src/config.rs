@@ -41,14 +41,86 @@ pub struct ServeConfig {
     #[arg(long, env = "CAIRN_MAX_TXN_OPS", default_value_t = cairn_kernel::validate::TXN_OPS_MAX_DEFAULT)]
     pub max_txn_ops: usize,
 
-    /// Token that tells clusters apart; member and cluster IDs derive from it.
+    /// Token that tells clusters apart; member and cluster IDs derive from it, so every member
+    /// of a cluster, including members added later, must be given the same token.
     #[arg(
         long,
         env = "CAIRN_INITIAL_CLUSTER_TOKEN",
         default_value = "cairn-cluster"
     )]
     pub initial_cluster_token: String,
+
+    /// Comma-separated URLs to listen on for traffic from other members (http only).
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+
+    /// Comma-separated peer URLs other members reach this one at.
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+
+    /// The members of a new cluster, as `name=peer-url,...`; defaults to this member alone.
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// `new` to bootstrap a cluster from --initial-cluster, `existing` to join one that has
+    /// already added this member. Ignored once the data directory holds a member's state.
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_STATE", value_enum, default_value_t = ClusterState::New)]
+    pub initial_cluster_state: ClusterState,
+
+    /// Time between leader heartbeats, in milliseconds.
+    #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time a follower waits without hearing from a leader before it stands for election, in
+    /// milliseconds. Elections time out at a random point between this and twice this.
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Log entries applied between two snapshots.
+    #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Log entries kept behind a snapshot, so a slow follower can catch up without one.
+    #[arg(long, env = "CAIRN_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    pub snapshot_catchup_entries: u64,
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// `--initial-cluster` parsed: each member's name and peer URLs, in the order given.
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, ClusterSpecError> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| ClusterSpecError(format!("{part:?} is not name=url")))?;
+        listen_address(url).map_err(|e| ClusterSpecError(e.to_string()))?;
+        match members.iter_mut().find(|(known, _)| known == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    if members.is_empty() {
+        return Err(ClusterSpecError("no member given".into()));
+    }
+    Ok(members)
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("--initial-cluster: {0}")]
+pub struct ClusterSpecError(String);
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UrlError {
@@ -119,5 +191,26 @@ mod tests {
             listen_address("http://nowhere"),
             Err(UrlError::Address { .. })
         ));
+    }
+
+    #[test]
+    fn initial_cluster_groups_urls_by_name() {
+        assert_eq!(
+            parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2,a=http://127.0.0.1:3")
+                .unwrap(),
+            vec![
+                (
+                    "a".to_string(),
+                    vec![
+                        "http://127.0.0.1:1".to_string(),
+                        "http://127.0.0.1:3".to_string()
+                    ]
+                ),
+                ("b".to_string(), vec!["http://127.0.0.1:2".to_string()]),
+            ]
+        );
+        assert!(parse_initial_cluster("a").is_err());
+        assert!(parse_initial_cluster("a=ftp://x").is_err());
+        assert!(parse_initial_cluster("").is_err());
     }
 }

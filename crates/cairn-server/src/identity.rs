@@ -1,29 +1,21 @@
 //! Member and cluster IDs.
 //!
-//! Derived, not random, so the same command line restarts the same member: the member ID hashes
-//! the cluster token and the member's name, the cluster ID hashes the token and the member IDs.
+//! Derived, not random, so the same command line restarts the same member and a member added
+//! later can work out its own ID: a member's ID hashes the cluster token and its peer URLs; the
+//! cluster's hashes the token alone.
 
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub member_id: u64,
-    pub cluster_id: u64,
-    pub name: String,
-    pub client_urls: Vec<String>,
+pub fn member_id(token: &str, peer_urls: &[String]) -> u64 {
+    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
+    urls.sort_unstable();
+    let mut parts: Vec<&[u8]> = vec![b"member", token.as_bytes()];
+    parts.extend(urls.iter().map(|url| url.as_bytes()));
+    hash_u64(&parts)
 }
 
-impl Identity {
-    pub fn single_member(token: &str, name: &str, client_urls: Vec<String>) -> Identity {
-        let member_id = hash_u64(&[b"member", token.as_bytes(), name.as_bytes()]);
-        let cluster_id = hash_u64(&[b"cluster", token.as_bytes(), &member_id.to_be_bytes()]);
-        Identity {
-            member_id,
-            cluster_id,
-            name: name.to_string(),
-            client_urls,
-        }
-    }
+pub fn cluster_id(token: &str) -> u64 {
+    hash_u64(&[b"cluster", token.as_bytes()])
 }
 
 fn hash_u64(parts: &[&[u8]]) -> u64 {
@@ -43,15 +35,11 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_distinct() {
-        let a = Identity::single_member("t", "a", vec![]);
-        assert_eq!(a, Identity::single_member("t", "a", vec![]));
-        assert_ne!(
-            a.member_id,
-            Identity::single_member("t", "b", vec![]).member_id
-        );
-        assert_ne!(
-            a.cluster_id,
-            Identity::single_member("u", "a", vec![]).cluster_id
-        );
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = member_id("t", &urls(&["http://a:1", "http://a:2"]));
+        assert_eq!(a, member_id("t", &urls(&["http://a:2", "http://a:1"])));
+        assert_ne!(a, member_id("t", &urls(&["http://b:1"])));
+        assert_ne!(a, member_id("u", &urls(&["http://a:1", "http://a:2"])));
+        assert_ne!(cluster_id("t"), cluster_id("u"));
     }
 }

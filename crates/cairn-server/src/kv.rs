@@ -50,9 +50,22 @@ headed!(
     pb::CompactionResponse
 );
 
-/// The applier answers a command with the response of its kind; anything else is a bug.
+/// As in etcd, a read-only txn may be served locally only if every range in it asked to be.
+fn is_serializable(txn: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request as Op;
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(range)) => range.serializable,
+            Some(Op::RequestTxn(txn)) => is_serializable(txn),
+            Some(Op::RequestPut(_) | Op::RequestDeleteRange(_)) | None => false,
+        })
+}
+
+/// Applying a command yields the response of its kind; anything else is a bug.
 fn mismatched(response: &CommandResponse) -> ! {
-    panic!("applier answered with a response of another kind: {response:?}")
+    panic!("a command was answered with a response of another kind: {response:?}")
 }
 
 #[tonic::async_trait]
@@ -61,12 +74,13 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let request = convert::range_request(request.into_inner())?;
-        // Serializable and linearizable reads coincide on a single member: the applier publishes
-        // writes only once they are durable.
+        let request = request.into_inner();
+        self.node.prepare_read(request.serializable).await?;
+        let request = convert::range_request(request)?;
         let response = self
             .node
-            .kernel
+            .replica
+            .kernel()
             .read()
             .await
             .range(&request)
@@ -108,10 +122,13 @@ impl Kv for KvService {
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let request = request.into_inner();
         let encoded_len = request.encoded_len();
+        let serializable = is_serializable(&request);
         let txn = convert::txn_request(request)?;
         let response = if txn.is_read_only() {
+            self.node.prepare_read(serializable).await?;
             self.node
-                .kernel
+                .replica
+                .kernel()
                 .write()
                 .await
                 .read_only_txn(&txn)

@@ -1,11 +1,11 @@
 //! The Cairn node: configuration, the write path into the kernel, and the gRPC services.
 //!
-//! This is the only crate that knows gRPC: it converts etcd's wire messages to the kernel's
-//! plain types, sends writes through one applier that batches them into shared fsyncs, and
-//! serves reads straight from the kernel.
+//! It serves etcd's client API: it converts etcd's wire messages to the kernel's plain types,
+//! sends writes through the member's Raft replica, and serves reads from the local kernel once
+//! the replica says they are linearizable (or straight away, for serializable reads).
 
-mod applier;
 mod authority;
+mod cluster;
 pub mod config;
 mod convert;
 mod identity;

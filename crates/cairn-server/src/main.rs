@@ -1,5 +1,8 @@
 //! `cairn`: the Cairn command line.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +23,23 @@ struct Cli {
 enum Command {
     /// Run a member, serving clients until SIGINT or SIGTERM.
     Serve(ServeConfig),
+    /// Backups, as `etcdctl snapshot save` takes them from a running member.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Seed the data directory of a member of a new cluster with a backup's keys and history.
+    /// Restore the same backup for every member, then start each with `cairn serve` and the
+    /// new cluster's `--initial-cluster`.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The new member's data directory; it must not hold a member yet.
+        #[arg(long, default_value = "./cairn-data")]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,13 +49,25 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    match cli.command {
+    match Cli::parse().command {
         Command::Serve(config) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(cairn_server::server::serve(config, shutdown_signal()))
+        }
+        Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
+            let revision =
+                cairn_raft::restore_backup(&file, &data_dir, cairn_kernel::Limits::default())
+                    .with_context(|| {
+                        format!("restoring {} into {}", file.display(), data_dir.display())
+                    })?;
+            println!(
+                "restored {} into {} at revision {revision}",
+                file.display(),
+                data_dir.display()
+            );
+            Ok(())
         }
     }
 }

@@ -1,26 +1,21 @@
-//! What every service of a node shares: the kernel, the applier, and who this member is.
+//! What every service of a member shares: its replica of the cluster and who it is.
 
 use std::sync::Arc;
 
-use cairn_kernel::{Command, CommandResponse, Kernel, Limits, Revision};
+use cairn_kernel::{Command, CommandResponse, Limits, Revision};
 use cairn_proto::etcdserverpb::ResponseHeader;
-use tokio::sync::RwLock;
+use cairn_raft::{MemberId, Replica};
 use tonic::Status;
 
-use crate::applier::Applier;
-use crate::identity::Identity;
-use crate::status::{kv_status, request_too_large};
-
-/// A single member leads from the start in term 1; replication (issue 3) brings real terms.
-pub const RAFT_TERM: u64 = 1;
+use crate::status::{kv_status, replica_status, request_too_large};
 
 /// The etcd API version this node speaks, reported by Maintenance.Status.
 pub const ETCD_API_VERSION: &str = "3.4.0";
 
 pub struct Node {
-    pub kernel: Arc<RwLock<Kernel>>,
-    pub applier: Applier,
-    pub identity: Identity,
+    pub replica: Replica,
+    pub member_id: MemberId,
+    pub cluster_id: u64,
     pub request_bytes_max: usize,
     pub limits: Limits,
 }
@@ -28,10 +23,10 @@ pub struct Node {
 impl Node {
     pub fn header(&self, revision: Revision) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.identity.cluster_id,
-            member_id: self.identity.member_id,
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
             revision,
-            raft_term: RAFT_TERM,
+            raft_term: self.replica.status().term,
         })
     }
 
@@ -40,8 +35,20 @@ impl Node {
         self.header(header.map_or(0, |h| h.revision))
     }
 
-    /// Checks a write's size and shape, then applies it. Refusing here keeps a bad write out of
-    /// the queue; apply would refuse it the same way.
+    /// Waits until a read of the local kernel is linearizable, unless the client asked for a
+    /// serializable read, which is served from whatever this member has applied.
+    pub async fn prepare_read(&self, serializable: bool) -> Result<(), Status> {
+        if serializable {
+            return Ok(());
+        }
+        self.replica
+            .read_barrier()
+            .await
+            .map_err(|error| replica_status(&error))
+    }
+
+    /// Checks a write's size and shape, then applies it through the log. Refusing here keeps a
+    /// bad write out of the log; apply would refuse it the same way.
     pub async fn write(
         &self,
         encoded_len: usize,
@@ -52,7 +59,10 @@ impl Node {
         }
         cairn_kernel::validate::command(&command, &self.limits)
             .map_err(|error| kv_status(&error))?;
-        self.applier.submit(command).await
+        match self.replica.write(command).await {
+            Ok(outcome) => outcome.map_err(|error| kv_status(&error)),
+            Err(error) => Err(replica_status(&error)),
+        }
     }
 }
 

@@ -1,71 +1,91 @@
-//! Starting a node: open the kernel, start the applier, serve gRPC until shutdown.
+//! Starting a member: open its state, start Raft, serve peers and clients until shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use cairn_kernel::{Kernel, Limits};
+use cairn_kernel::Limits;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use tokio::sync::{RwLock, watch};
-
+use cairn_raft::{Bootstrap, Member, PeerService, RaftSettings, Replica};
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
-use crate::applier::Applier;
 use crate::authority::RepairedConnection;
-use crate::config::{ServeConfig, listen_address, split_urls};
-use crate::identity::Identity;
+use crate::cluster::ClusterService;
+use crate::config::{ClusterState, ServeConfig, listen_address, parse_initial_cluster, split_urls};
+use crate::identity;
 use crate::kv::KvService;
-use crate::maintenance::{ClusterService, MaintenanceService};
+use crate::maintenance::MaintenanceService;
 use crate::node::Node;
 
 /// Room for a request's framing on top of `--max-request-bytes`, as etcd allows, so an oversized
 /// write gets etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// How long shutdown waits for queued writes to be applied and the store to close.
-const SHUTDOWN_APPLIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long shutdown waits for Raft to stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between attempts to publish this member's name and client URLs.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listen_urls = split_urls(&config.listen_client_urls).context("--listen-client-urls")?;
-    let addresses: Vec<SocketAddr> = listen_urls
-        .iter()
-        .map(|url| listen_address(url))
-        .collect::<Result<_, _>>()
-        .context("--listen-client-urls")?;
-    let advertise_urls = match &config.advertise_client_urls {
+    let client_urls = split_urls(&config.listen_client_urls).context("--listen-client-urls")?;
+    let client_addresses = addresses(&client_urls).context("--listen-client-urls")?;
+    let advertise_client_urls = match &config.advertise_client_urls {
         Some(urls) => split_urls(urls).context("--advertise-client-urls")?,
-        None => listen_urls.clone(),
+        None => client_urls.clone(),
     };
+    let peer_urls = split_urls(&config.listen_peer_urls).context("--listen-peer-urls")?;
+    let peer_addresses = addresses(&peer_urls).context("--listen-peer-urls")?;
+    let advertise_peer_urls =
+        split_urls(&config.initial_advertise_peer_urls).context("--initial-advertise-peer-urls")?;
+    let token = config.initial_cluster_token.clone();
+    let member_id = identity::member_id(&token, &advertise_peer_urls);
+    let bootstrap = bootstrap(&config, &advertise_peer_urls, member_id)?;
     let limits = Limits {
         txn_ops_max: config.max_txn_ops,
     };
-    let kernel = Kernel::open(&config.data_dir, limits)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    let kernel = Arc::new(RwLock::new(kernel));
-    let (applier, applier_thread) =
-        Applier::spawn(kernel.clone()).context("starting the applier thread")?;
+    let settings = RaftSettings {
+        heartbeat_interval: Duration::from_millis(config.heartbeat_interval),
+        election_timeout: Duration::from_millis(config.election_timeout),
+        snapshot_count: config.snapshot_count,
+        snapshot_catchup_entries: config.snapshot_catchup_entries,
+    };
+    if config.election_timeout < 5 * config.heartbeat_interval {
+        anyhow::bail!("--election-timeout must be at least 5 times --heartbeat-interval");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let replica = Replica::start(member_id, &config.data_dir, limits, &settings, bootstrap)
+        .await
+        .with_context(|| {
+            format!(
+                "starting from the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
     let node = Arc::new(Node {
-        applier,
-        kernel,
-        identity: Identity::single_member(
-            &config.initial_cluster_token,
-            &config.name,
-            advertise_urls,
-        ),
+        replica: replica.clone(),
+        member_id,
+        cluster_id: identity::cluster_id(&token),
         request_bytes_max: config.max_request_bytes,
         limits,
     });
 
-    let decoding_bytes_max = config.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
     let (stop, stopped) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for address in addresses {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("listening on {address}"))?;
+    for address in peer_addresses {
+        let router =
+            tonic::transport::Server::builder().add_service(PeerService::server(replica.clone()));
+        let listener = bind(address).await?;
+        servers.spawn(serve_on(router, listener, stopped.clone(), "peers"));
+        tracing::info!(%address, "serving peers");
+    }
+    let decoding_bytes_max = config.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
+    for address in client_addresses {
         let router = tonic::transport::Server::builder()
             .add_service(
                 KvServer::new(KvService::new(node.clone()))
@@ -76,49 +96,140 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
                     .max_decoding_message_size(decoding_bytes_max),
             )
             .add_service(
-                ClusterServer::new(ClusterService::new(node.clone()))
+                ClusterServer::new(ClusterService::new(node.clone(), token.clone()))
                     .max_decoding_message_size(decoding_bytes_max),
             );
-        let mut stopped = stopped.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-            let stream = accepted?;
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(RepairedConnection::new(stream))
-        });
-        servers.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
-                .with_context(|| format!("serving clients on {address}"))
-        });
-        tracing::info!(%address, "serving client requests");
+        let listener = bind(address).await?;
+        servers.spawn(serve_on(router, listener, stopped.clone(), "clients"));
+        tracing::info!(%address, "serving clients");
     }
+    // Not one of the servers: it ends once published, and that is no reason to stop.
+    let publishing = tokio::spawn(publish(
+        replica.clone(),
+        config.name.clone(),
+        advertise_client_urls,
+        stopped.clone(),
+    ));
     tracing::info!(
-        name = %node.identity.name,
-        member_id = format_args!("{:x}", node.identity.member_id),
-        cluster_id = format_args!("{:x}", node.identity.cluster_id),
+        name = %config.name,
+        member_id = format_args!("{member_id:x}"),
+        cluster_id = format_args!("{:x}", node.cluster_id),
         "ready"
     );
 
     tokio::select! {
         () = shutdown => tracing::info!("shutting down"),
         Some(result) = servers.join_next() => {
-            result.context("client server task")??;
+            result.context("server task")??;
         }
     }
     let _ = stop.send(true);
     while let Some(result) = servers.join_next().await {
-        result.context("client server task")??;
+        result.context("server task")??;
     }
-    // The servers are gone with their handles on the node; dropping the last one closes the
-    // applier's queue, and the applier, the kernel's last owner, closes RocksDB as it ends.
+    publishing.await.context("publishing task")?;
     drop(node);
-    let joined = tokio::task::spawn_blocking(move || applier_thread.join());
-    match tokio::time::timeout(SHUTDOWN_APPLIER_TIMEOUT, joined).await {
-        Ok(_) => tracing::info!("stopped"),
-        Err(_) => tracing::warn!("the applier did not stop within {SHUTDOWN_APPLIER_TIMEOUT:?}"),
+    // Raft's tasks own the log and the state machine; once they end, the kernel's and the log's
+    // RocksDB close, before the process exits.
+    match tokio::time::timeout(SHUTDOWN_TIMEOUT, replica.shutdown()).await {
+        Ok(()) => tracing::info!("stopped"),
+        Err(_) => tracing::warn!("Raft did not stop within {SHUTDOWN_TIMEOUT:?}"),
     }
     Ok(())
+}
+
+fn addresses(urls: &[String]) -> Result<Vec<SocketAddr>, crate::config::UrlError> {
+    urls.iter().map(|url| listen_address(url)).collect()
+}
+
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))
+}
+
+/// How this member starts: as one of the members `--initial-cluster` names, or joining (or
+/// restarting after it joined) a cluster that has already added it.
+fn bootstrap(
+    config: &ServeConfig,
+    advertise_peer_urls: &[String],
+    member_id: u64,
+) -> anyhow::Result<Bootstrap> {
+    if config.initial_cluster_state == ClusterState::Existing {
+        return Ok(Bootstrap::Existing);
+    }
+    let spec = config.initial_cluster.clone().unwrap_or_else(|| {
+        advertise_peer_urls
+            .iter()
+            .map(|url| format!("{}={url}", config.name))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let members: std::collections::BTreeMap<u64, Member> = parse_initial_cluster(&spec)?
+        .into_iter()
+        .map(|(name, peer_urls)| {
+            let id = identity::member_id(&config.initial_cluster_token, &peer_urls);
+            let member = Member {
+                name,
+                peer_urls,
+                client_urls: Vec::new(),
+            };
+            (id, member)
+        })
+        .collect();
+    match members.get(&member_id) {
+        // Initializing is skipped once Raft holds state, so restarts take this path too.
+        Some(me) if me.name == config.name => Ok(Bootstrap::New(members)),
+        // A member that joined after the cluster began restarts with the cluster's flags.
+        _ if cairn_raft::holds_member(&config.data_dir) => Ok(Bootstrap::Existing),
+        _ => anyhow::bail!(
+            "--initial-cluster has no member named {:?} with peer URLs {}",
+            config.name,
+            advertise_peer_urls.join(",")
+        ),
+    }
+}
+
+async fn serve_on(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    whom: &'static str,
+) -> anyhow::Result<()> {
+    let address = listener.local_addr().ok();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(RepairedConnection::new(stream))
+    });
+    router
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+        .with_context(|| format!("serving {whom} on {address:?}"))
+}
+
+/// Publishes this member's name and client URLs through the log once a leader is there to
+/// take them, so every member's MemberList shows them.
+async fn publish(
+    replica: Replica,
+    name: String,
+    client_urls: Vec<String>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let published = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            published = replica.publish(name.clone(), client_urls.clone()) => published,
+        };
+        match published {
+            Ok(()) => return,
+            Err(error) => tracing::debug!(%error, "publishing this member's attributes; retrying"),
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(PUBLISH_RETRY) => {}
+        }
+    }
 }

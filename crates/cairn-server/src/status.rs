@@ -1,6 +1,7 @@
 //! gRPC status codes and messages for the kernel's errors, as etcd sends them.
 
 use cairn_kernel::{Error, KvError};
+use cairn_raft::ReplicaError;
 use tonic::{Code, Status};
 
 pub fn invalid_argument(message: impl Into<String>) -> Status {
@@ -31,4 +32,44 @@ pub fn kernel_status(error: &Error) -> Status {
         Error::Kv(error) => kv_status(error),
         Error::Storage(error) => Status::internal(format!("storage failure: {error}")),
     }
+}
+
+/// etcd's code and message for each way the cluster can fail a request.
+pub fn replica_status(error: &ReplicaError) -> Status {
+    let (code, message) = match error {
+        ReplicaError::NoLeader => (Code::Unavailable, "etcdserver: no leader".to_string()),
+        ReplicaError::Timeout(_) | ReplicaError::Unavailable(_) => (
+            Code::Unavailable,
+            "etcdserver: request timed out".to_string(),
+        ),
+        ReplicaError::Stopped => (Code::Unavailable, "etcdserver: server stopped".to_string()),
+        ReplicaError::MemberNotFound(_) => {
+            (Code::NotFound, "etcdserver: member not found".to_string())
+        }
+        ReplicaError::PeerUrlExists => (
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists".to_string(),
+        ),
+        ReplicaError::NotLearner(_) => (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member".to_string(),
+        ),
+        ReplicaError::LearnerNotReady(_) => (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader"
+                .to_string(),
+        ),
+        ReplicaError::Unhealthy => (
+            Code::Unavailable,
+            "etcdserver: unhealthy cluster".to_string(),
+        ),
+        ReplicaError::Refused(reason) => (
+            Code::FailedPrecondition,
+            format!("etcdserver: membership change refused: {reason}"),
+        ),
+    };
+    if !matches!(error, ReplicaError::NoLeader) {
+        tracing::debug!(%error, "request failed in the cluster");
+    }
+    Status::new(code, message)
 }

@@ -1,0 +1,183 @@
+//! The client side of the peer network: one reused HTTP/2 connection per peer, Raft messages
+//! encoded with postcard inside `cairn.v1.Peer` calls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_proto::cairn_v1::PeerMessage;
+use cairn_proto::cairn_v1::peer_client::PeerClient;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec;
+use crate::types::{Member, MemberId, TypeConfig};
+
+/// Which of the peer service's calls a message is for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PeerCall {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+    ChangeMembers,
+}
+
+/// Connections to peers by URL, shared by every sender on this member.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The peer could not be reached or did not answer in time: the call may or may not have
+    /// taken effect there.
+    #[error("peer {url} unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("peer {url} sent an answer this member cannot read: {reason}")]
+    Garbled { url: String, reason: String },
+}
+
+impl Peers {
+    /// The shared connection to `url`, opened on first use.
+    fn channel(&self, url: &str) -> Result<Channel, CallError> {
+        let mut channels = self.channels.lock().expect("peer channel map poisoned");
+        if let Some(channel) = channels.get(url) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| CallError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends `request` to the peer at `url` and decodes its answer.
+    pub(crate) async fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        url: &str,
+        call: PeerCall,
+        request: &Q,
+        timeout: Duration,
+    ) -> Result<A, CallError> {
+        let mut client = PeerClient::new(self.channel(url)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut message = tonic::Request::new(PeerMessage {
+            payload: codec::encode(request),
+        });
+        message.set_timeout(timeout);
+        let unreachable = |reason: String| CallError::Unreachable {
+            url: url.to_string(),
+            reason,
+        };
+        let sent = tokio::time::timeout(timeout, async {
+            match call {
+                PeerCall::AppendEntries => client.append_entries(message).await,
+                PeerCall::Vote => client.vote(message).await,
+                PeerCall::InstallSnapshot => client.install_snapshot(message).await,
+                PeerCall::Forward => client.forward(message).await,
+                PeerCall::ReadIndex => client.read_index(message).await,
+                PeerCall::ChangeMembers => client.change_members(message).await,
+            }
+        })
+        .await
+        .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+        .map_err(|status| unreachable(status.to_string()))?;
+        codec::decode(&sent.into_inner().payload).map_err(|e| CallError::Garbled {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The first peer URL of a member: where Raft traffic for it goes.
+pub(crate) fn peer_url(member: &Member) -> Option<&str> {
+    member.peer_urls.first().map(String::as_str)
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: MemberId, member: &Member) -> PeerLink {
+        PeerLink {
+            peers: self.clone(),
+            target,
+            url: peer_url(member).unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// Raft's view of one peer.
+pub struct PeerLink {
+    peers: Peers,
+    target: MemberId,
+    url: String,
+}
+
+impl PeerLink {
+    async fn send<Q: Serialize, A: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        call: PeerCall,
+        request: &Q,
+        option: &RPCOption,
+    ) -> Result<A, RPCError<MemberId, Member, E>> {
+        let answer: Result<A, E> = self
+            .peers
+            .call(&self.url, call, request, option.hard_ttl())
+            .await
+            .map_err(|error| match error {
+                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+                CallError::Garbled { .. } => RPCError::Network(NetworkError::new(&error)),
+            })?;
+        answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>>
+    {
+        self.send(PeerCall::AppendEntries, &request, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<MemberId>,
+        RPCError<MemberId, Member, RaftError<MemberId, InstallSnapshotError>>,
+    > {
+        self.send(PeerCall::InstallSnapshot, &request, &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<MemberId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>> {
+        self.send(PeerCall::Vote, &request, &option).await
+    }
+}

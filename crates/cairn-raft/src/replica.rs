@@ -1,0 +1,651 @@
+//! [`Replica`]: this member's handle on the cluster. Writes and linearizable reads work the same
+//! on every member; a follower passes them to the leader itself, so clients never need to know
+//! which member leads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_kernel::{Command, CommandResponse, Kernel, KvError, Limits};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::log_store::LogStore;
+use crate::network::{PeerCall, Peers, peer_url};
+use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
+use crate::types::{Member, MemberId, Raft};
+
+/// How long a write or a linearizable read may wait for a leader before it fails.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Pause between attempts while no leader is known.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Timing and retention settings, with etcd's names and defaults where etcd has them.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    /// Entries applied between snapshots.
+    pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot, so a slow follower can catch up from the log.
+    pub snapshot_catchup_entries: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> RaftSettings {
+        RaftSettings {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_count: 100_000,
+            snapshot_catchup_entries: 5_000,
+        }
+    }
+}
+
+/// Why the cluster could not do what was asked. Crosses the wire between members, so it is
+/// plain data.
+#[derive(Clone, Debug, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ReplicaError {
+    #[error("no leader")]
+    NoLeader,
+    /// The outcome is unknown: the request may still be applied.
+    #[error("request timed out: {0}")]
+    Timeout(String),
+    #[error("quorum unreachable: {0}")]
+    Unavailable(String),
+    #[error("this member is shutting down")]
+    Stopped,
+    #[error("member {0:x} not found")]
+    MemberNotFound(MemberId),
+    #[error("peer URLs already exist")]
+    PeerUrlExists,
+    #[error("member {0:x} is not a learner")]
+    NotLearner(MemberId),
+    #[error("learner {0:x} is not yet in sync with the leader")]
+    LearnerNotReady(MemberId),
+    #[error("removing this member would leave too few to reach quorum")]
+    Unhealthy,
+    #[error("membership change refused: {0}")]
+    Refused(String),
+}
+
+/// A member as the cluster API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: MemberId,
+    pub member: Member,
+    pub is_learner: bool,
+}
+
+/// Where this member stands in Raft, for status and response headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub leader: Option<MemberId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub is_learner: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum MembershipChange {
+    Add {
+        id: MemberId,
+        member: Member,
+        learner: bool,
+    },
+    Remove {
+        id: MemberId,
+    },
+    Promote {
+        id: MemberId,
+    },
+    Update {
+        id: MemberId,
+        peer_urls: Vec<String>,
+    },
+    /// A member announces the name and client URLs it runs with.
+    Publish {
+        id: MemberId,
+        name: String,
+        client_urls: Vec<String>,
+    },
+}
+
+/// How a member starts.
+#[derive(Clone, Debug)]
+pub enum Bootstrap {
+    /// Part of a new cluster of exactly these members; the first start initializes Raft.
+    New(BTreeMap<MemberId, Member>),
+    /// Joins a running cluster that has already added it.
+    Existing,
+}
+
+/// This member's handle on the cluster.
+#[derive(Clone)]
+pub struct Replica {
+    pub id: MemberId,
+    raft: Raft,
+    peers: Peers,
+    kernel: Arc<RwLock<Kernel>>,
+    dirs: StateDirs,
+    /// How long a leader may go without hearing from a quorum before it stops acting as leader.
+    quorum_contact_max: Duration,
+}
+
+impl Replica {
+    /// Opens this member's log and kernel under `data_dir` and starts Raft.
+    pub async fn start(
+        id: MemberId,
+        data_dir: &Path,
+        limits: Limits,
+        settings: &RaftSettings,
+        bootstrap: Bootstrap,
+    ) -> Result<Replica, StartError> {
+        let dirs = StateDirs::new(data_dir);
+        let (kernel, kernel_name) = open_kernel(&dirs, limits)?;
+        let kernel = Arc::new(RwLock::new(kernel));
+        let log_store = LogStore::open(&data_dir.join("raft"))?;
+        let state_machine = StateMachine::new(kernel.clone(), kernel_name, dirs.clone(), limits);
+        let heartbeat = settings.heartbeat_interval.as_millis() as u64;
+        let election = settings.election_timeout.as_millis() as u64;
+        let config = Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 1_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
+            max_in_snapshot_log_to_keep: settings.snapshot_catchup_entries,
+            snapshot_max_chunk_size: 1 << 20,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let peers = Peers::default();
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            peers.clone(),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        if let Bootstrap::New(members) = bootstrap {
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            if !initialized {
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+            }
+        }
+        Ok(Replica {
+            id,
+            raft,
+            peers,
+            kernel,
+            dirs,
+            quorum_contact_max: settings.election_timeout * 2,
+        })
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The kernel, for serializable reads; its lock is shared with the applier.
+    pub fn kernel(&self) -> &Arc<RwLock<Kernel>> {
+        &self.kernel
+    }
+
+    /// Writes a backup of this member's applied state, in the snapshot format.
+    pub async fn backup(&self) -> Result<Backup, ReplicaError> {
+        backup(&self.kernel, &self.dirs)
+            .await
+            .map_err(|error| ReplicaError::Unavailable(format!("writing a backup: {error}")))
+    }
+
+    /// Stops Raft; the kernel closes once its last handle is dropped.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft did not shut down cleanly");
+        }
+    }
+
+    /// Whether this member is a leader cut off from a quorum for longer than an election timeout.
+    ///
+    /// etcd's CheckQuorum makes such a leader step down; openraft 0.9 keeps it in the leader role
+    /// until it hears of a higher term, accepting writes that can never commit. So Cairn stops
+    /// acting on the role instead: it reports no leader and refuses writes until it hears from a
+    /// quorum again or learns of the new leader. Linearizable reads need no such check: each one
+    /// confirms leadership with a quorum.
+    fn lost_quorum(&self, metrics: &openraft::RaftMetrics<MemberId, Member>) -> bool {
+        metrics.state == ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) > self.quorum_contact_max)
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        RaftStatus {
+            leader: metrics
+                .current_leader
+                .filter(|_| !self.lost_quorum(&metrics)),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            is_learner: membership.get_node(&self.id).is_some()
+                && !membership.voter_ids().any(|id| id == self.id),
+        }
+    }
+
+    /// Every member of the newest membership this member knows, voters and learners.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        members_of(metrics.membership_config.membership())
+    }
+
+    /// Applies `command` through the log, on whichever member leads, and returns its outcome.
+    pub async fn write(&self, command: Command) -> Result<Outcome, ReplicaError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            if !self.lost_quorum(&self.raft.metrics().borrow()) {
+                let leader = match self.propose(command.clone(), deadline).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(ProposeError::Failed(error)) => return Err(error),
+                    Err(ProposeError::NotLeader(leader)) => leader,
+                };
+                if let Some(url) = leader_url(&leader) {
+                    let forwarded = self
+                        .peers
+                        .call::<_, Result<Outcome, ReplicaError>>(
+                            url,
+                            PeerCall::Forward,
+                            &command,
+                            deadline
+                                .saturating_duration_since(Instant::now())
+                                .max(RETRY_PAUSE),
+                        )
+                        .await;
+                    match forwarded {
+                        // That member no longer leads, so it did not apply the write: try again.
+                        Ok(Err(ReplicaError::NoLeader)) => {}
+                        Ok(answer) => return answer,
+                        Err(error) => return Err(ReplicaError::Timeout(error.to_string())),
+                    }
+                }
+            }
+            pause_or_give_up(deadline).await?;
+        }
+    }
+
+    /// Appends `command` to the log if this member leads, and waits until `deadline` for it to
+    /// be committed and applied.
+    async fn propose(&self, command: Command, deadline: Instant) -> Result<Outcome, ProposeError> {
+        let proposed = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.raft.client_write(command),
+        )
+        .await
+        .map_err(|_| {
+            ProposeError::Failed(ReplicaError::Timeout(
+                "the write was not committed in time; it may still be applied".into(),
+            ))
+        })?;
+        match proposed {
+            Ok(written) => Ok(written.data.expect("a command entry always has an outcome")),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(leader))) => {
+                Err(ProposeError::NotLeader(leader))
+            }
+            Err(RaftError::APIError(error)) => Err(ProposeError::Failed(ReplicaError::Refused(
+                error.to_string(),
+            ))),
+            Err(RaftError::Fatal(_)) => Err(ProposeError::Failed(ReplicaError::Stopped)),
+        }
+    }
+
+    /// Returns once this member has applied everything committed before the call: a read of the
+    /// local kernel after it is linearizable (Raft's ReadIndex, through the leader if need be).
+    pub async fn read_barrier(&self) -> Result<(), ReplicaError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = match self.leader_read_index().await {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                Err(ReadIndexError::NotLeader(leader)) => leader,
+                Err(ReadIndexError::Failed(error)) => return Err(error),
+            };
+            if let Some(url) = leader_url(&leader) {
+                let answer: Result<u64, ReplicaError> = self
+                    .peers
+                    .call(
+                        url,
+                        PeerCall::ReadIndex,
+                        &(),
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .max(RETRY_PAUSE),
+                    )
+                    .await
+                    .map_err(|error| ReplicaError::Unavailable(error.to_string()))?;
+                match answer {
+                    Ok(index) => return self.wait_applied(index, deadline).await,
+                    Err(ReplicaError::NoLeader) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            pause_or_give_up(deadline).await?;
+        }
+    }
+
+    /// As leader, the index a linearizable read must wait for.
+    pub(crate) async fn leader_read_index(&self) -> Result<u64, ReadIndexError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(leader))) => {
+                Err(ReadIndexError::NotLeader(leader))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => Err(
+                ReadIndexError::Failed(ReplicaError::Unavailable(error.to_string())),
+            ),
+            Err(RaftError::Fatal(_)) => Err(ReadIndexError::Failed(ReplicaError::Stopped)),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ReplicaError> {
+        self.raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|error| ReplicaError::Timeout(error.to_string()))
+    }
+
+    /// As leader, applies a write forwarded by a follower.
+    pub(crate) async fn leader_write(&self, command: Command) -> Result<Outcome, ReplicaError> {
+        if self.lost_quorum(&self.raft.metrics().borrow()) {
+            return Err(ReplicaError::NoLeader);
+        }
+        match self.propose(command, Instant::now() + LEADER_WAIT).await {
+            Ok(outcome) => Ok(outcome),
+            Err(ProposeError::NotLeader(_)) => Err(ReplicaError::NoLeader),
+            Err(ProposeError::Failed(error)) => Err(error),
+        }
+    }
+
+    /// Adds a member (as a learner or a voter); returns the new member list.
+    pub async fn add_member(
+        &self,
+        id: MemberId,
+        peer_urls: Vec<String>,
+        learner: bool,
+    ) -> Result<Vec<MemberStatus>, ReplicaError> {
+        let member = Member {
+            name: String::new(),
+            peer_urls,
+            client_urls: Vec::new(),
+        };
+        self.change(MembershipChange::Add {
+            id,
+            member,
+            learner,
+        })
+        .await
+    }
+
+    pub async fn remove_member(&self, id: MemberId) -> Result<Vec<MemberStatus>, ReplicaError> {
+        self.change(MembershipChange::Remove { id }).await
+    }
+
+    pub async fn promote_member(&self, id: MemberId) -> Result<Vec<MemberStatus>, ReplicaError> {
+        self.change(MembershipChange::Promote { id }).await
+    }
+
+    pub async fn update_member(
+        &self,
+        id: MemberId,
+        peer_urls: Vec<String>,
+    ) -> Result<Vec<MemberStatus>, ReplicaError> {
+        self.change(MembershipChange::Update { id, peer_urls })
+            .await
+    }
+
+    /// Records this member's name and client URLs in the membership, unless already there.
+    pub async fn publish(
+        &self,
+        name: String,
+        client_urls: Vec<String>,
+    ) -> Result<(), ReplicaError> {
+        let known = self.members().into_iter().find(|m| m.id == self.id);
+        if known.is_some_and(|m| m.member.name == name && m.member.client_urls == client_urls) {
+            return Ok(());
+        }
+        self.change(MembershipChange::Publish {
+            id: self.id,
+            name,
+            client_urls,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn change(&self, change: MembershipChange) -> Result<Vec<MemberStatus>, ReplicaError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow();
+                metrics.current_leader.and_then(|id| {
+                    metrics
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .cloned()
+                        .map(|m| (id, m))
+                })
+            };
+            match leader {
+                Some((leader, _)) if leader == self.id => return self.leader_change(&change).await,
+                Some((_, member)) => {
+                    let Some(url) = peer_url(&member) else {
+                        return Err(ReplicaError::NoLeader);
+                    };
+                    let answer: Result<Vec<MemberStatus>, ReplicaError> = self
+                        .peers
+                        .call(
+                            url,
+                            PeerCall::ChangeMembers,
+                            &change,
+                            deadline
+                                .saturating_duration_since(Instant::now())
+                                .max(RETRY_PAUSE),
+                        )
+                        .await
+                        .map_err(|error| ReplicaError::Timeout(error.to_string()))?;
+                    match answer {
+                        Err(ReplicaError::NoLeader) => {}
+                        other => return other,
+                    }
+                }
+                None => {}
+            }
+            pause_or_give_up(deadline).await?;
+        }
+    }
+
+    /// As leader, carries out a membership change.
+    pub(crate) async fn leader_change(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<Vec<MemberStatus>, ReplicaError> {
+        let (current, replication, last_log_index) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.state != ServerState::Leader {
+                return Err(ReplicaError::NoLeader);
+            }
+            (
+                members_of(metrics.membership_config.membership()),
+                metrics.replication.clone().unwrap_or_default(),
+                metrics.last_log_index.unwrap_or(0),
+            )
+        };
+        let find = |id: MemberId| {
+            current
+                .iter()
+                .find(|m| m.id == id)
+                .cloned()
+                .ok_or(ReplicaError::MemberNotFound(id))
+        };
+        let changes: Vec<ChangeMembers<MemberId, Member>> = match change {
+            MembershipChange::Add {
+                id,
+                member,
+                learner,
+            } => {
+                let taken = current.iter().any(|m| {
+                    m.member
+                        .peer_urls
+                        .iter()
+                        .any(|url| member.peer_urls.contains(url))
+                });
+                if taken {
+                    return Err(ReplicaError::PeerUrlExists);
+                }
+                let mut add = vec![ChangeMembers::AddNodes(BTreeMap::from([(
+                    *id,
+                    member.clone(),
+                )]))];
+                if !learner {
+                    add.push(ChangeMembers::AddVoterIds(BTreeSet::from([*id])));
+                }
+                add
+            }
+            MembershipChange::Remove { id } => {
+                let removed = find(*id)?;
+                if removed.is_learner {
+                    vec![ChangeMembers::RemoveNodes(BTreeSet::from([*id]))]
+                } else {
+                    let voters = current.iter().filter(|m| !m.is_learner).count();
+                    if voters == 1 {
+                        return Err(ReplicaError::Unhealthy);
+                    }
+                    vec![ChangeMembers::RemoveVoters(BTreeSet::from([*id]))]
+                }
+            }
+            MembershipChange::Promote { id } => {
+                let promoted = find(*id)?;
+                if !promoted.is_learner {
+                    return Err(ReplicaError::NotLearner(*id));
+                }
+                // etcd's rule: a learner may be promoted once it holds 90% of the leader's log.
+                let matched = replication
+                    .get(id)
+                    .copied()
+                    .flatten()
+                    .map_or(0, |log| log.index);
+                if matched * 10 < last_log_index * 9 {
+                    return Err(ReplicaError::LearnerNotReady(*id));
+                }
+                vec![ChangeMembers::AddVoterIds(BTreeSet::from([*id]))]
+            }
+            MembershipChange::Update { id, peer_urls } => {
+                let mut member = find(*id)?.member;
+                member.peer_urls = peer_urls.clone();
+                vec![ChangeMembers::SetNodes(BTreeMap::from([(*id, member)]))]
+            }
+            MembershipChange::Publish {
+                id,
+                name,
+                client_urls,
+            } => {
+                let mut member = find(*id)?.member;
+                member.name = name.clone();
+                member.client_urls = client_urls.clone();
+                vec![ChangeMembers::SetNodes(BTreeMap::from([(*id, member)]))]
+            }
+        };
+        let mut members = current;
+        for change in changes {
+            let changed =
+                tokio::time::timeout(LEADER_WAIT, self.raft.change_membership(change, false))
+                    .await
+                    .map_err(|_| {
+                        ReplicaError::Timeout(
+                            "the membership change was not committed in time".into(),
+                        )
+                    })?
+                    .map_err(|error| match error {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                            ReplicaError::NoLeader
+                        }
+                        RaftError::APIError(error) => ReplicaError::Refused(error.to_string()),
+                        RaftError::Fatal(_) => ReplicaError::Stopped,
+                    })?;
+            if let Some(membership) = changed.membership {
+                members = members_of(&membership);
+            }
+        }
+        Ok(members)
+    }
+}
+
+fn members_of(membership: &openraft::Membership<MemberId, Member>) -> Vec<MemberStatus> {
+    let voters: BTreeSet<MemberId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, member)| MemberStatus {
+            id: *id,
+            member: member.clone(),
+            is_learner: !voters.contains(id),
+        })
+        .collect()
+}
+
+fn leader_url(leader: &ForwardToLeader<MemberId, Member>) -> Option<&str> {
+    leader.leader_node.as_ref().and_then(peer_url)
+}
+
+async fn pause_or_give_up(deadline: Instant) -> Result<(), ReplicaError> {
+    if Instant::now() + RETRY_PAUSE > deadline {
+        return Err(ReplicaError::NoLeader);
+    }
+    tokio::time::sleep(RETRY_PAUSE).await;
+    Ok(())
+}
+
+/// A command's outcome once applied: its response, or the kernel's refusal.
+pub type Outcome = Result<CommandResponse, KvError>;
+
+enum ProposeError {
+    NotLeader(ForwardToLeader<MemberId, Member>),
+    Failed(ReplicaError),
+}
+
+pub(crate) enum ReadIndexError {
+    NotLeader(ForwardToLeader<MemberId, Member>),
+    Failed(ReplicaError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] crate::state_machine::OpenError),
+    #[error("opening the Raft log: {0}")]
+    Log(#[from] rocksdb::Error),
+    #[error("Raft configuration: {0}")]
+    Config(String),
+    #[error("starting Raft: {0}")]
+    Raft(String),
+}

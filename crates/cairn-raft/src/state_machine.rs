@@ -1,0 +1,465 @@
+//! The state-machine adapter: committed entries go to the kernel; snapshots come from and go to
+//! files.
+//!
+//! The kernel's commit is buffered, not fsynced: the Raft log is the durable record, and after a
+//! crash openraft replays every entry after the last applied one the kernel has on disk. The
+//! kernel stores that last applied log id and the membership with its own meta, in the same
+//! batch as the state they describe, so they never disagree.
+//!
+//! On disk, under the member's data directory:
+//!
+//! ```text
+//! state/CURRENT        names the kernel directory in use (replaced atomically by rename)
+//! state/kv-<n>/        the kernel's RocksDB
+//! snapshots/current.*  the newest snapshot (stream and meta), built here or received
+//! ```
+//!
+//! Installing a received snapshot restores it into a fresh `kv-<n+1>`, then switches CURRENT to
+//! it: a crash at any point leaves either the old kernel or the new one, never a mix.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "openraft's storage traits return its large StorageError; the helpers feeding them return the same"
+)]
+
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_kernel::{Durability, Error as KernelError, Kernel, Limits};
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::codec;
+use crate::types::{
+    Applied, Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
+
+const CURRENT: &str = "CURRENT";
+const SNAPSHOT_STREAM: &str = "current.snap";
+const SNAPSHOT_META: &str = "current.meta";
+/// Where a snapshot sent by the leader is received, chunk by chunk.
+const RECEIVING: &str = "receiving.snap";
+/// The private copy a snapshot is installed from.
+const INSTALLING: &str = "installing.snap";
+
+/// What the kernel keeps for Raft in its meta: where it stands in the log.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct LogPosition {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// The data directory's layout for the state machine.
+#[derive(Clone, Debug)]
+pub struct StateDirs {
+    state: PathBuf,
+    snapshots: PathBuf,
+}
+
+impl StateDirs {
+    pub fn new(data_dir: &Path) -> StateDirs {
+        StateDirs {
+            state: data_dir.join("state"),
+            snapshots: data_dir.join("snapshots"),
+        }
+    }
+
+    fn kernel_dir(&self, name: &str) -> PathBuf {
+        self.state.join(name)
+    }
+
+    /// The kernel directory CURRENT names, creating the first one on a fresh data directory.
+    fn current_kernel(&self) -> std::io::Result<String> {
+        match std::fs::read_to_string(self.state.join(CURRENT)) {
+            Ok(name) => Ok(name.trim().to_string()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let name = "kv-1".to_string();
+                self.switch_to(&name)?;
+                Ok(name)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Points CURRENT at kernel directory `name`, durably and atomically.
+    fn switch_to(&self, name: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.state)?;
+        let temporary = self.state.join("CURRENT.tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(name.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, self.state.join(CURRENT))?;
+        std::fs::File::open(&self.state)?.sync_all()
+    }
+
+    /// Removes kernel directories CURRENT does not name: leftovers of an interrupted install.
+    fn remove_stale_kernels(&self, current: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.state) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("kv-") && name != current {
+                tracing::info!(dir = %entry.path().display(), "removing a stale kernel directory");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Opens the kernel the data directory's CURRENT names, cleaning up after an interrupted install.
+pub fn open_kernel(dirs: &StateDirs, limits: Limits) -> Result<(Kernel, String), OpenError> {
+    let name = dirs.current_kernel().map_err(OpenError::Layout)?;
+    dirs.remove_stale_kernels(&name);
+    std::fs::create_dir_all(&dirs.snapshots).map_err(OpenError::Layout)?;
+    let kernel = Kernel::open(&dirs.kernel_dir(&name), limits)?;
+    Ok((kernel, name))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory layout: {0}")]
+    Layout(std::io::Error),
+    #[error(transparent)]
+    Kernel(#[from] cairn_kernel::StorageError),
+}
+
+/// The state machine openraft drives. Readers share the kernel through the same lock.
+pub struct StateMachine {
+    kernel: Arc<RwLock<Kernel>>,
+    kernel_name: String,
+    dirs: StateDirs,
+    limits: Limits,
+    snapshots_taken: Arc<AtomicU64>,
+}
+
+impl StateMachine {
+    pub fn new(
+        kernel: Arc<RwLock<Kernel>>,
+        kernel_name: String,
+        dirs: StateDirs,
+        limits: Limits,
+    ) -> StateMachine {
+        StateMachine {
+            kernel,
+            kernel_name,
+            dirs,
+            limits,
+            snapshots_taken: Arc::default(),
+        }
+    }
+}
+
+fn applied_of(kernel: &Kernel) -> Result<LogPosition, StorageError> {
+    let state = kernel.replication_state();
+    if state.is_empty() {
+        return Ok(LogPosition::default());
+    }
+    codec::decode(state).map_err(|e| StorageIOError::read_state_machine(&e).into())
+}
+
+fn io_error(error: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(error.to_string())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = applied_of(&*self.kernel.read().await)?;
+        Ok((applied.last_applied, applied.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut kernel = self.kernel.write().await;
+        let mut applied = applied_of(&kernel)?;
+        let mut responses = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let response = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(log_id), membership);
+                    None
+                }
+                EntryPayload::Normal(command) => match kernel.apply(log_id.index, &command) {
+                    Ok(response) => Some(Ok(response)),
+                    Err(KernelError::Kv(error)) => Some(Err(error)),
+                    Err(KernelError::Storage(error)) => {
+                        return Err(StorageIOError::apply(log_id, &error).into());
+                    }
+                },
+            };
+            applied.last_applied = Some(log_id);
+            responses.push(response);
+        }
+        kernel.set_replication_state(codec::encode(&applied));
+        kernel
+            .commit(Durability::Buffered)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            kernel: self.kernel.clone(),
+            dirs: self.dirs.clone(),
+            snapshots_taken: self.snapshots_taken.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.dirs.snapshots.join(RECEIVING))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
+    }
+
+    /// Restores `snapshot` into a fresh kernel directory, switches to it, and keeps the stream as
+    /// this member's current snapshot. Whatever file `snapshot` is, it is copied first, so the
+    /// restore and the published stream read a private, synced copy.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError> {
+        let fail = |e: std::io::Error| -> StorageError {
+            StorageIOError::write_snapshot(Some(meta.signature()), &e).into()
+        };
+        let installing = self.dirs.snapshots.join(INSTALLING);
+        let next_name = next_kernel_name(&self.kernel_name);
+        let target = self.dirs.kernel_dir(&next_name);
+        let limits = self.limits;
+        let mut source = snapshot.into_std().await;
+        let stream = installing.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            source.seek(SeekFrom::Start(0))?;
+            let mut copy = std::fs::File::create(&stream)?;
+            std::io::copy(&mut source, &mut copy)?;
+            copy.sync_all()?;
+            let mut input = BufReader::new(std::fs::File::open(&stream)?);
+            cairn_kernel::snapshot::restore(&mut input, &target, limits).map_err(io_error)
+        })
+        .await
+        .map_err(io_error)
+        .and_then(|restored| restored)
+        .map_err(fail)?;
+        let _ = std::fs::remove_file(self.dirs.snapshots.join(RECEIVING));
+        let restored_at = applied_of(&restored)?.last_applied;
+        if restored_at != meta.last_log_id {
+            return Err(fail(io_error(format!(
+                "the snapshot holds state up to {restored_at:?}, its meta says {:?}",
+                meta.last_log_id
+            ))));
+        }
+        let mut kernel = self.kernel.write().await;
+        self.dirs.switch_to(&next_name).map_err(fail)?;
+        let old_name = std::mem::replace(&mut self.kernel_name, next_name);
+        *kernel = restored;
+        drop(kernel);
+        let _ = std::fs::remove_dir_all(self.dirs.kernel_dir(&old_name));
+        publish_snapshot(&self.dirs, &installing, meta).map_err(fail)?;
+        tracing::info!(snapshot = %meta, "installed a snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        current_snapshot(&self.dirs)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+fn next_kernel_name(current: &str) -> String {
+    let generation: u64 = current
+        .strip_prefix("kv-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!("kv-{}", generation + 1)
+}
+
+/// Makes `stream` the current snapshot, with `meta` beside it; the meta is renamed last, so a
+/// meta on disk always describes the stream beside it.
+fn publish_snapshot(dirs: &StateDirs, stream: &Path, meta: &SnapshotMeta) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(dirs.snapshots.join(SNAPSHOT_META));
+    std::fs::rename(stream, dirs.snapshots.join(SNAPSHOT_STREAM))?;
+    let temporary = dirs.snapshots.join("meta.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&codec::encode(meta))?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dirs.snapshots.join(SNAPSHOT_META))?;
+    std::fs::File::open(&dirs.snapshots)?.sync_all()
+}
+
+async fn current_snapshot(dirs: &StateDirs) -> std::io::Result<Option<Snapshot>> {
+    let meta = match tokio::fs::read(dirs.snapshots.join(SNAPSHOT_META)).await {
+        Ok(bytes) => codec::decode::<SnapshotMeta>(&bytes).map_err(io_error)?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let stream = tokio::fs::File::open(dirs.snapshots.join(SNAPSHOT_STREAM)).await?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: Box::new(stream),
+    }))
+}
+
+/// A backup written to a file under the snapshots directory, removed when dropped.
+pub struct Backup {
+    path: PathBuf,
+    len: u64,
+}
+
+impl Backup {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Backup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+static BACKUPS_TAKEN: AtomicU64 = AtomicU64::new(0);
+
+/// Writes the kernel's committed state as a snapshot file, without holding up apply for longer
+/// than a checkpoint takes.
+pub async fn backup(kernel: &RwLock<Kernel>, dirs: &StateDirs) -> std::io::Result<Backup> {
+    let taken = BACKUPS_TAKEN.fetch_add(1, Ordering::Relaxed);
+    let checkpoint_dir = dirs.snapshots.join(format!("backup-checkpoint-{taken}"));
+    let _ = std::fs::remove_dir_all(&checkpoint_dir);
+    let checkpoint = kernel
+        .read()
+        .await
+        .checkpoint(&checkpoint_dir)
+        .map_err(io_error)?;
+    let path = dirs.snapshots.join(format!("backup-{taken}.snap"));
+    let target = path.clone();
+    let len = tokio::task::spawn_blocking(move || {
+        let mut out = BufWriter::new(std::fs::File::create(&target)?);
+        let len = checkpoint.write_to(&mut out).map_err(io_error)?;
+        out.flush()?;
+        Ok::<_, std::io::Error>(len)
+    })
+    .await
+    .map_err(io_error)??;
+    Ok(Backup { path, len })
+}
+
+/// Whether `data_dir` already holds a member's state, so its start must not bootstrap again.
+pub fn holds_member(data_dir: &Path) -> bool {
+    StateDirs::new(data_dir).state.join(CURRENT).exists()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0} already holds a member's data; restore into a new directory")]
+    NotEmpty(PathBuf),
+    #[error("reading the backup: {0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Snapshot(#[from] cairn_kernel::SnapshotError),
+    #[error(transparent)]
+    Storage(#[from] cairn_kernel::StorageError),
+    #[error("data directory layout: {0}")]
+    Layout(std::io::Error),
+}
+
+/// Seeds `data_dir` with the state in `backup` (a stream from [`backup`], what etcd's Snapshot
+/// RPC sends), for a member of a new cluster: keys, history and revisions come from the backup,
+/// while the Raft log starts empty, to be bootstrapped by `--initial-cluster`. Returns the
+/// revision restored.
+pub fn restore_backup(
+    backup: &Path,
+    data_dir: &Path,
+    limits: Limits,
+) -> Result<cairn_kernel::Revision, RestoreError> {
+    if holds_member(data_dir) || data_dir.join("raft").exists() {
+        return Err(RestoreError::NotEmpty(data_dir.to_path_buf()));
+    }
+    let dirs = StateDirs::new(data_dir);
+    let name = "kv-1";
+    let target = dirs.kernel_dir(name);
+    // Leftovers of an interrupted restore: nothing points at them yet.
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::create_dir_all(&dirs.state).map_err(RestoreError::Layout)?;
+    let mut input = BufReader::new(std::fs::File::open(backup).map_err(RestoreError::Read)?);
+    let mut kernel = cairn_kernel::snapshot::restore(&mut input, &target, limits)?;
+    kernel.restart_log()?;
+    let revision = kernel.revision();
+    drop(kernel);
+    // CURRENT is written last: until then the directory holds no member, and a retry starts over.
+    dirs.switch_to(name).map_err(RestoreError::Layout)?;
+    Ok(revision)
+}
+
+/// Builds a snapshot from a checkpoint of the kernel, so applying goes on while it is written.
+pub struct SnapshotBuilder {
+    kernel: Arc<RwLock<Kernel>>,
+    dirs: StateDirs,
+    snapshots_taken: Arc<AtomicU64>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let fail =
+            |e: std::io::Error| -> StorageError { StorageIOError::write_snapshot(None, &e).into() };
+        let taken = self.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        let checkpoint_dir = self.dirs.snapshots.join(format!("checkpoint-{taken}"));
+        let _ = std::fs::remove_dir_all(&checkpoint_dir);
+        let (checkpoint, applied) = {
+            let kernel = self.kernel.read().await;
+            let checkpoint = kernel
+                .checkpoint(&checkpoint_dir)
+                .map_err(|e| fail(io_error(e)))?;
+            (checkpoint, applied_of(&kernel)?)
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id: format!("{}-{taken}", applied.last_applied.map_or(0, |id| id.index)),
+        };
+        let building = self.dirs.snapshots.join(format!("building-{taken}.snap"));
+        let path = building.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(&path)?;
+            let mut out = BufWriter::new(file);
+            let bytes = checkpoint.write_to(&mut out).map_err(io_error)?;
+            out.into_inner().map_err(io_error)?.sync_all()?;
+            Ok::<_, std::io::Error>(bytes)
+        })
+        .await
+        .map_err(|e| fail(io_error(e)))?
+        .map_err(fail)?;
+        publish_snapshot(&self.dirs, &building, &meta).map_err(fail)?;
+        tracing::info!(snapshot = %meta, bytes, "built a snapshot");
+        current_snapshot(&self.dirs)
+            .await
+            .map_err(fail)?
+            .ok_or_else(|| fail(io_error("the snapshot just built is gone")))
+    }
+}

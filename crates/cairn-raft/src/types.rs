@@ -1,0 +1,53 @@
+//! The types openraft is instantiated with, and the member record it replicates.
+
+use std::fmt;
+
+use cairn_kernel::{Command, CommandResponse, KvError};
+use serde::{Deserialize, Serialize};
+
+/// A member's ID: etcd's member ID, used as the Raft node ID.
+pub type MemberId = u64;
+
+/// What the cluster knows of a member, replicated in every membership entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Empty until the member has started and published it.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Empty until the member has started and published them.
+    pub client_urls: Vec<String>,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer_urls.join(","))
+    }
+}
+
+/// The outcome of applying one log entry, the same on every replica: a command's response or
+/// refusal, or nothing for entries that carry no command (membership changes, a new leader's
+/// blank entry).
+pub type Applied = Option<Result<CommandResponse, KvError>>;
+
+openraft::declare_raft_types!(
+    /// Cairn's Raft: kernel commands in, kernel responses out, members as nodes, snapshots as
+    /// files.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        NodeId = MemberId,
+        Node = Member,
+        SnapshotData = SnapshotFile,
+);
+
+/// A snapshot while it is sent or received: a file on disk, never the whole state in memory.
+pub type SnapshotFile = tokio::fs::File;
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<MemberId>;
+pub type Vote = openraft::Vote<MemberId>;
+pub type StoredMembership = openraft::StoredMembership<MemberId, Member>;
+pub type SnapshotMeta = openraft::SnapshotMeta<MemberId, Member>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<MemberId>;

@@ -1,0 +1,273 @@
+//! Clusters of real `cairn` processes on loopback: each member with its own client and peer
+//! ports and data directory, started, killed and restarted by the test.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::{HashKvRequest, StatusRequest, StatusResponse};
+
+use crate::{Server, cairn_binary, free_port};
+
+/// How long a cluster may take to agree on a leader or to converge.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// One member's addresses and directory; the same spec restarts the same member.
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    pub name: String,
+    pub client_url: String,
+    /// Where the member listens for peers.
+    pub listen_peer_url: String,
+    /// Where other members reach it; differs from the listen URL when a proxy sits between.
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+}
+
+/// A cluster of `cairn` processes, killed when dropped.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    pub specs: Vec<MemberSpec>,
+    servers: Vec<Option<Server>>,
+    /// Flags every member starts with.
+    flags: Vec<String>,
+    /// `--initial-cluster` of the bootstrap members.
+    initial_cluster: String,
+}
+
+impl Cluster {
+    /// Starts `size` members as a new cluster, each with `flags`, and waits until they agree on
+    /// a leader.
+    pub async fn start(size: usize, flags: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::start_with_peer_urls(size, flags, async |_, url| url.to_string()).await
+    }
+
+    /// As [`Cluster::start`], with the peer URL member `i` advertises given by `advertise(i,
+    /// listen_url)`, so a test can put a proxy in front of each member.
+    pub async fn start_with_peer_urls(
+        size: usize,
+        flags: &[&str],
+        advertise: impl AsyncFn(usize, &str) -> String,
+    ) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir().context("creating the cluster directory")?;
+        let mut specs = Vec::new();
+        for i in 0..size {
+            let spec = new_spec(&dir, i);
+            specs.push(MemberSpec {
+                peer_url: advertise(i, &spec.listen_peer_url).await,
+                ..spec
+            });
+        }
+        let initial_cluster = specs
+            .iter()
+            .map(|spec| format!("{}={}", spec.name, spec.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            dir,
+            servers: (0..size).map(|_| None).collect(),
+            specs,
+            flags: flags.iter().map(|flag| flag.to_string()).collect(),
+            initial_cluster,
+        };
+        let mut starting = Vec::new();
+        for i in 0..size {
+            starting.push(cluster.spawn(i, "new")?);
+        }
+        for (i, mut server) in starting.into_iter().enumerate() {
+            server.wait_ready().await?;
+            cluster.servers[i] = Some(server);
+        }
+        cluster.leader().await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&self, i: usize, state: &str) -> anyhow::Result<Server> {
+        let spec = &self.specs[i];
+        let mut command = Command::new(cairn_binary());
+        command
+            .arg("serve")
+            .args(["--name", &spec.name])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--listen-client-urls", &spec.client_url])
+            .args(["--listen-peer-urls", &spec.listen_peer_url])
+            .args(["--initial-advertise-peer-urls", &spec.peer_url])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", state])
+            .args(&self.flags);
+        Server::spawn(
+            command,
+            spec.client_url.clone(),
+            spec.data_dir.with_extension("log"),
+        )
+    }
+
+    pub fn size(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.servers[i].is_some()
+    }
+
+    /// Indexes of the members that run.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.size()).filter(|&i| self.is_running(i)).collect()
+    }
+
+    /// Member `i`'s process ID, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.servers[i].as_ref().and_then(Server::pid)
+    }
+
+    pub fn endpoint(&self, i: usize) -> &str {
+        &self.specs[i].client_url
+    }
+
+    /// Client URLs of the running members, comma-separated, as etcdctl's `--endpoints` takes them.
+    pub fn endpoints(&self) -> String {
+        self.running()
+            .into_iter()
+            .map(|i| self.specs[i].client_url.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(self.specs[i].data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut server) = self.servers[i].take() {
+            server.kill();
+        }
+    }
+
+    /// Restarts member `i` with the command line it first started with.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        assert!(!self.is_running(i), "member {i} is running");
+        let mut server = self.spawn(i, "new")?;
+        server.wait_ready().await?;
+        self.servers[i] = Some(server);
+        Ok(())
+    }
+
+    /// A spec for a member not yet in the cluster, to add with MemberAdd and then [`Cluster::join`].
+    pub fn plan_member(&mut self) -> usize {
+        let spec = new_spec(&self.dir, self.specs.len());
+        self.specs.push(spec);
+        self.servers.push(None);
+        self.specs.len() - 1
+    }
+
+    /// Starts planned member `i` with `--initial-cluster-state existing`.
+    pub async fn join(&mut self, i: usize) -> anyhow::Result<()> {
+        let mut server = self.spawn(i, "existing")?;
+        server.wait_ready().await?;
+        self.servers[i] = Some(server);
+        Ok(())
+    }
+
+    pub async fn maintenance(
+        &self,
+        i: usize,
+    ) -> anyhow::Result<MaintenanceClient<tonic::transport::Channel>> {
+        Ok(MaintenanceClient::connect(self.specs[i].client_url.clone()).await?)
+    }
+
+    pub async fn status(&self, i: usize) -> anyhow::Result<StatusResponse> {
+        Ok(self
+            .maintenance(i)
+            .await?
+            .status(StatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Member `i`'s ID, from its response header.
+    pub async fn member_id(&self, i: usize) -> anyhow::Result<u64> {
+        let status = self.status(i).await?;
+        Ok(status.header.context("status without a header")?.member_id)
+    }
+
+    /// Waits until every running member names the same leader, and returns its index.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            if let Some(leader) = self.agreed_leader().await {
+                return Ok(leader);
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader after {SETTLE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Option<usize> {
+        let mut leaders = Vec::new();
+        let mut ids = Vec::new();
+        for i in self.running() {
+            let status = self.status(i).await.ok()?;
+            leaders.push(status.leader);
+            ids.push((i, status.header?.member_id));
+        }
+        let leader = *leaders.first()?;
+        if leader == 0 || leaders.iter().any(|&l| l != leader) {
+            return None;
+        }
+        ids.into_iter()
+            .find(|&(_, id)| id == leader)
+            .map(|(i, _)| i)
+    }
+
+    /// Member `i`'s HashKV of its newest revision: (hash, revision).
+    pub async fn hash_kv(&self, i: usize) -> anyhow::Result<(u32, i64)> {
+        let response = self
+            .maintenance(i)
+            .await?
+            .hash_kv(HashKvRequest { revision: 0 })
+            .await?
+            .into_inner();
+        Ok((
+            response.hash,
+            response.header.context("no header")?.revision,
+        ))
+    }
+
+    /// Waits until every running member reports the same revision and HashKV; returns them.
+    pub async fn converged(&self) -> anyhow::Result<(u32, i64)> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let mut hashes = Vec::new();
+            for i in self.running() {
+                hashes.push(self.hash_kv(i).await.ok());
+            }
+            if let Some(Some(first)) = hashes.first()
+                && hashes.iter().all(|hash| hash.as_ref() == Some(first))
+            {
+                return Ok(*first);
+            }
+            if Instant::now() > deadline {
+                bail!("members did not converge within {SETTLE_TIMEOUT:?}: {hashes:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+fn new_spec(dir: &tempfile::TempDir, i: usize) -> MemberSpec {
+    let listen_peer_url = format!("http://127.0.0.1:{}", free_port());
+    MemberSpec {
+        name: format!("m{i}"),
+        client_url: format!("http://127.0.0.1:{}", free_port()),
+        peer_url: listen_peer_url.clone(),
+        listen_peer_url,
+        data_dir: dir.path().join(format!("m{i}")),
+    }
+}
