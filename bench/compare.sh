@@ -41,6 +41,16 @@ wait_ready() {
 
 members=${MEMBERS:-1}
 
+# Each member's client URL and process ID, by client URL, so a member can be killed and restarted.
+declare -A member_pid member_command
+
+# start_member URL: (re)starts the member serving clients at URL with the command it was given.
+start_member() {
+  bash -c "exec ${member_command[$1]}" &
+  member_pid[$1]=$!
+  pids+=($!)
+}
+
 # start_cluster etcd|cairn: starts $members members; sets $endpoints to their client URLs,
 # comma-separated.
 start_cluster() {
@@ -50,24 +60,50 @@ start_cluster() {
     initial+="${initial:+,}$kind$i=${peers[-1]}"
   done
   for i in "${!names[@]}"; do
-    local flags=(--name "${names[$i]}" --data-dir "$work/${names[$i]}"
-      --listen-client-urls "${clients[$i]}" --advertise-client-urls "${clients[$i]}"
-      --listen-peer-urls "${peers[$i]}" --initial-advertise-peer-urls "${peers[$i]}"
-      --initial-cluster "$initial")
+    local flags="--name ${names[$i]} --data-dir $work/${names[$i]}
+      --listen-client-urls ${clients[$i]} --advertise-client-urls ${clients[$i]}
+      --listen-peer-urls ${peers[$i]} --initial-advertise-peer-urls ${peers[$i]}
+      --initial-cluster $initial"
     if [ "$kind" = etcd ]; then
-      etcd "${flags[@]}" >"$work/${names[$i]}.log" 2>&1 &
+      member_command[${clients[$i]}]="etcd $flags >>$work/${names[$i]}.log 2>&1"
     else
-      CAIRN_LOG=warn "$cairn" serve "${flags[@]}" >"$work/${names[$i]}.log" 2>&1 &
+      member_command[${clients[$i]}]="env CAIRN_LOG=warn $cairn serve $flags >>$work/${names[$i]}.log 2>&1"
     fi
-    pids+=($!)
+    start_member "${clients[$i]}"
   done
   endpoints=$(IFS=,; echo "${clients[*]}")
   for url in "${clients[@]}"; do wait_ready "$url"; done
-  # A cluster serves once it has a leader.
-  for _ in $(seq 1 200); do
-    ETCDCTL_API=3 etcdctl --endpoints "$endpoints" put bench/ready yes >/dev/null 2>&1 && break
+  wait_writable "$endpoints"
+}
+
+# wait_writable ENDPOINTS: waits until a put through ENDPOINTS succeeds (there is a leader).
+wait_writable() {
+  for _ in $(seq 1 300); do
+    ETCDCTL_API=3 etcdctl --endpoints "$1" --command-timeout=1s put bench/ready yes >/dev/null 2>&1 && return 0
     sleep 0.1
   done
+  echo "no leader at $1" >&2
+  exit 1
+}
+
+# failover_ms ENDPOINTS: SIGKILLs the leader, then prints the milliseconds until a put through
+# the other members succeeds; restarts the killed member and waits until it is back.
+failover_ms() {
+  local leader others start end
+  leader=$(ETCDCTL_API=3 etcdctl --endpoints "$1" endpoint status -w json | python3 -c '
+import json, sys
+print(next(s["Endpoint"] for s in json.load(sys.stdin) if s["Status"]["leader"] == s["Status"]["header"]["member_id"]))')
+  others=$(tr , '\n' <<<"$1" | grep -vx "$leader" | paste -sd,)
+  start=$(date +%s%N)
+  kill -9 "${member_pid[$leader]}"
+  until ETCDCTL_API=3 etcdctl --endpoints "$others" --command-timeout=200ms put bench/failover yes >/dev/null 2>&1; do :; done
+  end=$(date +%s%N)
+  echo $(((end - start) / 1000000))
+  start_member "$leader"
+  wait_ready "$leader"
+  wait_writable "$1"
+  # Let the restarted member catch up before the next measurement.
+  sleep 2
 }
 
 start_cluster etcd; etcd_url=$endpoints
@@ -103,3 +139,17 @@ for workload in "${workloads[@]}"; do
   ratio=$(awk -v c="$ct" -v e="$et" 'BEGIN {printf "%.2f", c / e}')
   printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$et" "$ct" "$ratio" "$e50" "$e99" "$c50" "$c99"
 done
+
+if [ "$members" -ge 3 ]; then
+  : >"$work/etcd.failover"; : >"$work/cairn.failover"
+  for _ in $(seq 1 "$rounds"); do
+    failover_ms "$etcd_url" >>"$work/etcd.failover"
+    failover_ms "$cairn_url" >>"$work/cairn.failover"
+  done
+  ef=$(median <"$work/etcd.failover"); cf=$(median <"$work/cairn.failover")
+  echo
+  echo "| failover (leader SIGKILLed; ms until a put through another member succeeds) | etcd | cairn | cairn/etcd |"
+  echo "|---|---:|---:|---:|"
+  printf "| default election timeouts (etcd 1000 ms, cairn 1000 ms) | %s | %s | %s |\n" "$ef" "$cf" \
+    "$(awk -v c="$cf" -v e="$ef" 'BEGIN {printf "%.2f", c / e}')"
+fi

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -39,12 +40,25 @@ pub fn cairn_binary() -> PathBuf {
     path
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768 and up), so no
+/// outgoing connection of a test or a server can take one between the check and the bind.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A port on 127.0.0.1 that was free a moment ago and that no other call in this process has
+/// returned. The starting point depends on the process ID, so test binaries that happen to run
+/// at once start far apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("binding an ephemeral port")
-        .port()
+    let span = PORTS.end - PORTS.start;
+    let start = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let offset = (start + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % span) % span;
+        let port = PORTS.start + offset;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
 }
 
 /// A server process that is killed when dropped.

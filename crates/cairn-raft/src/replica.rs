@@ -155,8 +155,14 @@ impl Replica {
         let config = Config {
             cluster_name: "cairn".into(),
             heartbeat_interval: heartbeat,
-            election_timeout_min: election,
-            election_timeout_max: election * 2,
+            // openraft 0.9 draws each member's timeout once, between min and max, and members
+            // refuse votes for max after they last heard from the leader (its leader lease). A
+            // follower's first bid therefore falls inside the others' lease and fails; its second
+            // comes one drawn timeout later. With min at half the election timeout and max at all
+            // of it, that bid lands between one and two election timeouts after the leader fell
+            // silent, as etcd's elections do.
+            election_timeout_min: election / 2,
+            election_timeout_max: election,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 1_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
@@ -193,7 +199,7 @@ impl Replica {
             peers,
             kernel,
             dirs,
-            quorum_contact_max: settings.election_timeout * 2,
+            quorum_contact_max: settings.election_timeout,
         })
     }
 
@@ -220,7 +226,8 @@ impl Replica {
         }
     }
 
-    /// Whether this member is a leader cut off from a quorum for longer than an election timeout.
+    /// Whether this member is a leader cut off from a quorum for longer than an election timeout:
+    /// by then the others may have elected a new leader.
     ///
     /// etcd's CheckQuorum makes such a leader step down; openraft 0.9 keeps it in the leader role
     /// until it hears of a higher term, accepting writes that can never commit. So Cairn stops

@@ -79,8 +79,10 @@ pub struct ServeConfig {
     #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
 
-    /// Time a follower waits without hearing from a leader before it stands for election, in
-    /// milliseconds. Elections time out at a random point between this and twice this.
+    /// Milliseconds without hearing from the leader after which a follower may be elected in its
+    /// place (members refuse to vote for another before then), and after which a leader cut off
+    /// from a majority stops acting as leader. A follower stands for election after a random half
+    /// to whole of it.
     #[arg(long, env = "CAIRN_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
