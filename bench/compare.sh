@@ -60,10 +60,10 @@ start_cluster() {
     initial+="${initial:+,}$kind$i=${peers[-1]}"
   done
   for i in "${!names[@]}"; do
-    local flags="--name ${names[$i]} --data-dir $work/${names[$i]}
-      --listen-client-urls ${clients[$i]} --advertise-client-urls ${clients[$i]}
-      --listen-peer-urls ${peers[$i]} --initial-advertise-peer-urls ${peers[$i]}
-      --initial-cluster $initial"
+    local flags="--name ${names[$i]} --data-dir $work/${names[$i]}"
+    flags+=" --listen-client-urls ${clients[$i]} --advertise-client-urls ${clients[$i]}"
+    flags+=" --listen-peer-urls ${peers[$i]} --initial-advertise-peer-urls ${peers[$i]}"
+    flags+=" --initial-cluster $initial"
     if [ "$kind" = etcd ]; then
       member_command[${clients[$i]}]="etcd $flags >>$work/${names[$i]}.log 2>&1"
     else

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{
-    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest,
-    RangeRequest,
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MoveLeaderRequest, PutRequest, RangeRequest,
 };
 use cairn_tests::cluster::Cluster;
 use tokio::sync::Mutex;
@@ -122,6 +122,34 @@ async fn three_and_five_members_bootstrap_and_serve_from_every_member() {
         assert_eq!(ids.len(), size, "member IDs are distinct");
         assert!(headers.iter().all(|h| h.raft_term > 0));
         cluster.converged().await.unwrap();
+
+        // MoveLeader hands leadership to the member asked for, and only the leader takes it.
+        let leader = cluster.leader().await.unwrap();
+        let target = (leader + 1) % size;
+        let target_id = headers[target].member_id;
+        let not_leader = cluster
+            .maintenance(target)
+            .await
+            .unwrap()
+            .move_leader(MoveLeaderRequest { target_id })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            not_leader.code(),
+            tonic::Code::FailedPrecondition,
+            "{not_leader:?}"
+        );
+        cluster
+            .maintenance(leader)
+            .await
+            .unwrap()
+            .move_leader(MoveLeaderRequest { target_id })
+            .await
+            .unwrap();
+        assert_eq!(cluster.leader().await.unwrap(), target);
+        put(&mut kv(&cluster, leader).await, "after/move", "v")
+            .await
+            .unwrap();
     }
 }
 

@@ -73,6 +73,34 @@ async fn etcdctl_manages_a_cluster() {
         assert!(status["Status"]["raftTerm"].as_u64().unwrap() > 0);
     }
 
+    // Leadership moves to a follower on request.
+    let leader_id = leader.as_u64().unwrap();
+    let follower_id = statuses
+        .iter()
+        .map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap())
+        .find(|&id| id != leader_id)
+        .unwrap();
+    let moved = all.ok(&["move-leader", &format!("{follower_id:x}")]);
+    assert!(
+        moved.contains(&format!(
+            "Leadership transferred from {leader_id:x} to {follower_id:x}"
+        )),
+        "{moved}"
+    );
+    let statuses = json(&first.ok(&["endpoint", "status", "--cluster", "-w", "json"]));
+    for status in statuses.as_array().unwrap() {
+        assert_eq!(
+            status["Status"]["leader"].as_u64(),
+            Some(follower_id),
+            "{status}"
+        );
+    }
+    let refused = Etcdctl::new(cluster.endpoint(0)).run(&["move-leader", "1234"], None);
+    assert!(
+        !refused.ok,
+        "moved leadership to a member that does not exist"
+    );
+
     let hashes = json(&first.ok(&["endpoint", "hashkv", "--cluster", "-w", "json"]));
     let hashes = hashes.as_array().unwrap();
     assert_eq!(hashes.len(), 3);

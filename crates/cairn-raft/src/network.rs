@@ -31,6 +31,7 @@ pub(crate) enum PeerCall {
     Forward,
     ReadIndex,
     ChangeMembers,
+    Elect,
 }
 
 /// Connections to peers by URL, shared by every sender on this member.
@@ -96,6 +97,7 @@ impl Peers {
                 PeerCall::Forward => client.forward(message).await,
                 PeerCall::ReadIndex => client.read_index(message).await,
                 PeerCall::ChangeMembers => client.change_members(message).await,
+                PeerCall::Elect => client.elect(message).await,
             }
         })
         .await

@@ -88,4 +88,9 @@ impl Peer for PeerService {
         let change: MembershipChange = decode(request)?;
         reply(&self.replica.leader_change(&change).await)
     }
+
+    async fn elect(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let () = decode(request)?;
+        reply(&self.replica.stand_for_election().await)
+    }
 }

@@ -70,6 +70,12 @@ pub enum ReplicaError {
     Unhealthy,
     #[error("membership change refused: {0}")]
     Refused(String),
+    #[error("this member is not the leader")]
+    NotLeader,
+    #[error("member {0:x} cannot take over leadership: it is not a voting member")]
+    BadTransferee(MemberId),
+    #[error("leadership did not move in time")]
+    TransferTimeout,
 }
 
 /// A member as the cluster API reports it.
@@ -389,6 +395,101 @@ impl Replica {
             Err(ProposeError::NotLeader(_)) => Err(ReplicaError::NoLeader),
             Err(ProposeError::Failed(error)) => Err(error),
         }
+    }
+
+    /// As leader, hands leadership to voter `target` (etcd's MoveLeader).
+    ///
+    /// openraft 0.9 has no leader transfer, so it is done by hand: once `target` holds the whole
+    /// log, this member stops sending heartbeats and asks `target` to stand for election. A leader
+    /// gives its vote to an up-to-date candidate once it has led for an election timeout, and
+    /// followers do once they stop hearing heartbeats, so `target` wins; this member steps down on
+    /// seeing its higher term.
+    pub async fn move_leader(&self, target: MemberId) -> Result<(), ReplicaError> {
+        let deadline = Instant::now() + LEADER_WAIT + 4 * self.quorum_contact_max;
+        let (target_member, last_log_index) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.state != ServerState::Leader || self.lost_quorum(&metrics) {
+                return Err(ReplicaError::NotLeader);
+            }
+            let membership = metrics.membership_config.membership();
+            if !membership.voter_ids().any(|id| id == target) {
+                return Err(ReplicaError::BadTransferee(target));
+            }
+            let member = membership
+                .get_node(&target)
+                .cloned()
+                .ok_or(ReplicaError::BadTransferee(target))?;
+            (member, metrics.last_log_index.unwrap_or(0))
+        };
+        if target == self.id {
+            return Ok(());
+        }
+        let url = peer_url(&target_member).ok_or(ReplicaError::BadTransferee(target))?;
+        self.raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .metrics(
+                |metrics| {
+                    let matched = metrics.replication.as_ref().and_then(|r| r.get(&target));
+                    matched
+                        .copied()
+                        .flatten()
+                        .is_some_and(|log| log.index >= last_log_index)
+                },
+                "the transferee holds the whole log",
+            )
+            .await
+            .map_err(|_| ReplicaError::TransferTimeout)?;
+
+        self.raft.runtime_config().heartbeat(false);
+        let moved = self.hand_over(url, target, deadline).await;
+        self.raft.runtime_config().heartbeat(true);
+        moved
+    }
+
+    async fn hand_over(
+        &self,
+        url: &str,
+        target: MemberId,
+        deadline: Instant,
+    ) -> Result<(), ReplicaError> {
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ReplicaError::TransferTimeout);
+            }
+            let asked: Result<Result<(), ReplicaError>, _> =
+                self.peers.call(url, PeerCall::Elect, &(), remaining).await;
+            if let Ok(Err(error)) = asked {
+                return Err(error);
+            }
+            let elected = self
+                .raft
+                .wait(Some(self.quorum_contact_max.min(remaining)))
+                .metrics(
+                    |metrics| metrics.current_leader == Some(target),
+                    "the transferee leads",
+                )
+                .await;
+            if elected.is_ok() {
+                return Ok(());
+            }
+            let metrics = self.raft.metrics();
+            let leader = metrics.borrow().current_leader;
+            // Another member won the election: leadership moved, though not where asked.
+            if leader.is_some_and(|leader| leader != self.id && leader != target) {
+                return Err(ReplicaError::TransferTimeout);
+            }
+        }
+    }
+
+    /// Stands for election at once, as the target of a leader transfer.
+    pub(crate) async fn stand_for_election(&self) -> Result<(), ReplicaError> {
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|_| ReplicaError::Stopped)
     }
 
     /// Adds a member (as a learner or a voter); returns the new member list.

@@ -64,6 +64,22 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
+    /// Hands leadership to another voting member; only the leader takes this request.
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.node
+            .replica
+            .move_leader(request.into_inner().target_id)
+            .await
+            .map_err(|e| replica_status(&e))?;
+        let revision = self.node.replica.kernel().read().await.revision();
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: self.node.header(revision),
+        }))
+    }
+
     type SnapshotStream = SnapshotStream;
 
     /// Streams a backup of this member's state: a Cairn snapshot, which `cairn snapshot restore`

@@ -63,6 +63,18 @@ pub fn replica_status(error: &ReplicaError) -> Status {
             Code::Unavailable,
             "etcdserver: unhealthy cluster".to_string(),
         ),
+        ReplicaError::NotLeader => (
+            Code::FailedPrecondition,
+            "etcdserver: not leader".to_string(),
+        ),
+        ReplicaError::BadTransferee(_) => (
+            Code::FailedPrecondition,
+            "etcdserver: bad leader transferee".to_string(),
+        ),
+        ReplicaError::TransferTimeout => (
+            Code::Unavailable,
+            "etcdserver: request timed out, leader transfer took too long".to_string(),
+        ),
         ReplicaError::Refused(reason) => (
             Code::FailedPrecondition,
             format!("etcdserver: membership change refused: {reason}"),
