@@ -160,6 +160,30 @@ impl Kernel {
     /// applied index. A storage error leaves the in-memory state ahead of the disk: the caller
     /// must stop using this kernel.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<CommandResponse, Error> {
+        self.advance_to(index);
+        self.apply_one(command)
+    }
+
+    /// Applies the commands one log entry carries, in order, each as [`Kernel::apply`] would:
+    /// each gets its own revision and its own response or refusal. Stops at a storage error,
+    /// after which the caller must stop using this kernel.
+    pub fn apply_batch(
+        &mut self,
+        index: u64,
+        commands: &[Command],
+    ) -> Result<Vec<Result<CommandResponse, KvError>>, StorageError> {
+        self.advance_to(index);
+        commands
+            .iter()
+            .map(|command| match self.apply_one(command) {
+                Ok(response) => Ok(Ok(response)),
+                Err(Error::Kv(refusal)) => Ok(Err(refusal)),
+                Err(Error::Storage(error)) => Err(error),
+            })
+            .collect()
+    }
+
+    fn advance_to(&mut self, index: u64) {
         assert!(
             index > self.applied_index,
             "log index {index} applied after {}",
@@ -167,6 +191,9 @@ impl Kernel {
         );
         self.applied_index = index;
         self.pending.meta_changed = true;
+    }
+
+    fn apply_one(&mut self, command: &Command) -> Result<CommandResponse, Error> {
         validate::command(command, &self.limits)?;
         match command {
             Command::Put(put) => {
@@ -600,6 +627,32 @@ mod tests {
             [b"d", b"c", b"b"]
         );
         assert!(kvs.iter().all(|kv| kv.value.is_empty()));
+    }
+
+    #[test]
+    fn a_batch_applies_like_its_commands_one_by_one() {
+        let commands = [
+            Command::Put(PutRequest::new("a", "1")),
+            Command::Put(PutRequest::new("", "refused")),
+            Command::Put(PutRequest::new("a", "2")),
+            Command::DeleteRange(delete("a", "")),
+        ];
+        let mut one_by_one = Store::new();
+        let expected: Vec<_> = commands
+            .iter()
+            .map(|command| {
+                one_by_one.apply(command.clone()).map_err(|e| match e {
+                    Error::Kv(refusal) => refusal,
+                    Error::Storage(error) => panic!("{error}"),
+                })
+            })
+            .collect();
+        let mut batched = Store::new();
+        let responses = batched.kernel.apply_batch(1, &commands).unwrap();
+        assert_eq!(responses, expected);
+        assert_eq!(batched.kernel.revision(), one_by_one.kernel.revision());
+        assert_eq!(batched.kernel.applied_index(), 1);
+        assert_eq!(batched.all_at(3), one_by_one.all_at(3));
     }
 
     #[test]

@@ -14,13 +14,15 @@ mod codec;
 mod log_store;
 mod network;
 mod peer_service;
+mod proposer;
 mod replica;
 mod state_machine;
 mod types;
 
 pub use peer_service::PeerService;
+pub use proposer::Outcome;
 pub use replica::{
-    Bootstrap, MemberStatus, Outcome, RaftSettings, RaftStatus, Replica, ReplicaError, StartError,
+    Bootstrap, MemberStatus, RaftSettings, RaftStatus, Replica, ReplicaError, StartError,
 };
 pub use state_machine::{Backup, RestoreError, holds_member, restore_backup};
 pub use types::{Applied, Member, MemberId};

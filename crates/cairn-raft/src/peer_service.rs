@@ -1,6 +1,5 @@
 //! The server side of the peer network: `cairn.v1.Peer`, answering other members of the cluster.
 
-use cairn_kernel::Command;
 use cairn_proto::cairn_v1::PeerMessage;
 use cairn_proto::cairn_v1::peer_server::{Peer, PeerServer};
 use serde::Serialize;
@@ -9,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::codec;
 use crate::replica::{MembershipChange, ReadIndexError, Replica, ReplicaError};
-use crate::types::TypeConfig;
+use crate::types::{Batch, TypeConfig};
 
 /// Serves Raft's messages and what followers pass to the leader.
 pub struct PeerService {
@@ -64,8 +63,8 @@ impl Peer for PeerService {
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let command: Command = decode(request)?;
-        reply(&self.replica.leader_write(command).await)
+        let batch: Batch = decode(request)?;
+        reply(&self.replica.leader_write(batch).await)
     }
 
     async fn read_index(

@@ -7,19 +7,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_kernel::{Command, CommandResponse, Kernel, KvError, Limits};
+use cairn_kernel::{Command, Kernel, Limits};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::log_store::LogStore;
 use crate::network::{PeerCall, Peers, peer_url};
+use crate::proposer::{Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
-use crate::types::{Member, MemberId, Raft};
+use crate::types::{Batch, Member, MemberId, Raft};
 
 /// How long a write or a linearizable read may wait for a leader before it fails.
-const LEADER_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Pause between attempts while no leader is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -140,6 +141,9 @@ pub struct Replica {
     dirs: StateDirs,
     /// How long a leader may go without hearing from a quorum before it stops acting as leader.
     quorum_contact_max: Duration,
+    proposer: Proposer,
+    /// Writes waiting to be batched into the next log entry.
+    queue: mpsc::Sender<Queued>,
 }
 
 impl Replica {
@@ -199,6 +203,8 @@ impl Replica {
                     .map_err(|e| StartError::Raft(e.to_string()))?;
             }
         }
+        let proposer = Proposer::new(raft.clone(), peers.clone(), settings.election_timeout);
+        let queue = proposer.start_batching();
         Ok(Replica {
             id,
             raft,
@@ -206,6 +212,8 @@ impl Replica {
             kernel,
             dirs,
             quorum_contact_max: settings.election_timeout,
+            proposer,
+            queue,
         })
     }
 
@@ -232,21 +240,6 @@ impl Replica {
         }
     }
 
-    /// Whether this member is a leader cut off from a quorum for longer than an election timeout:
-    /// by then the others may have elected a new leader.
-    ///
-    /// etcd's CheckQuorum makes such a leader step down; openraft 0.9 keeps it in the leader role
-    /// until it hears of a higher term, accepting writes that can never commit. So Cairn stops
-    /// acting on the role instead: it reports no leader and refuses writes until it hears from a
-    /// quorum again or learns of the new leader. Linearizable reads need no such check: each one
-    /// confirms leadership with a quorum.
-    fn lost_quorum(&self, metrics: &openraft::RaftMetrics<MemberId, Member>) -> bool {
-        metrics.state == ServerState::Leader
-            && metrics
-                .millis_since_quorum_ack
-                .is_some_and(|ms| Duration::from_millis(ms) > self.quorum_contact_max)
-    }
-
     pub fn status(&self) -> RaftStatus {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
@@ -254,7 +247,7 @@ impl Replica {
         RaftStatus {
             leader: metrics
                 .current_leader
-                .filter(|_| !self.lost_quorum(&metrics)),
+                .filter(|_| !self.proposer.lost_quorum(&metrics)),
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index: metrics.last_applied.map_or(0, |id| id.index),
@@ -271,62 +264,20 @@ impl Replica {
     }
 
     /// Applies `command` through the log, on whichever member leads, and returns its outcome.
+    /// Writes that arrive while the previous entry is being committed share the next one.
     pub async fn write(&self, command: Command) -> Result<Outcome, ReplicaError> {
-        let deadline = Instant::now() + LEADER_WAIT;
-        loop {
-            if !self.lost_quorum(&self.raft.metrics().borrow()) {
-                let leader = match self.propose(command.clone(), deadline).await {
-                    Ok(outcome) => return Ok(outcome),
-                    Err(ProposeError::Failed(error)) => return Err(error),
-                    Err(ProposeError::NotLeader(leader)) => leader,
-                };
-                if let Some(url) = leader_url(&leader) {
-                    let forwarded = self
-                        .peers
-                        .call::<_, Result<Outcome, ReplicaError>>(
-                            url,
-                            PeerCall::Forward,
-                            &command,
-                            deadline
-                                .saturating_duration_since(Instant::now())
-                                .max(RETRY_PAUSE),
-                        )
-                        .await;
-                    match forwarded {
-                        // That member no longer leads, so it did not apply the write: try again.
-                        Ok(Err(ReplicaError::NoLeader)) => {}
-                        Ok(answer) => return answer,
-                        Err(error) => return Err(ReplicaError::Timeout(error.to_string())),
-                    }
-                }
-            }
-            pause_or_give_up(deadline).await?;
-        }
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued::new(command, reply);
+        self.queue
+            .send(queued)
+            .await
+            .map_err(|_| ReplicaError::Stopped)?;
+        answer.await.map_err(|_| ReplicaError::Stopped)?
     }
 
-    /// Appends `command` to the log if this member leads, and waits until `deadline` for it to
-    /// be committed and applied.
-    async fn propose(&self, command: Command, deadline: Instant) -> Result<Outcome, ProposeError> {
-        let proposed = tokio::time::timeout(
-            deadline.saturating_duration_since(Instant::now()),
-            self.raft.client_write(command),
-        )
-        .await
-        .map_err(|_| {
-            ProposeError::Failed(ReplicaError::Timeout(
-                "the write was not committed in time; it may still be applied".into(),
-            ))
-        })?;
-        match proposed {
-            Ok(written) => Ok(written.data.expect("a command entry always has an outcome")),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(leader))) => {
-                Err(ProposeError::NotLeader(leader))
-            }
-            Err(RaftError::APIError(error)) => Err(ProposeError::Failed(ReplicaError::Refused(
-                error.to_string(),
-            ))),
-            Err(RaftError::Fatal(_)) => Err(ProposeError::Failed(ReplicaError::Stopped)),
-        }
+    /// As leader, applies a batch of writes forwarded by a follower.
+    pub(crate) async fn leader_write(&self, batch: Batch) -> Result<Vec<Outcome>, ReplicaError> {
+        self.proposer.leader_write(batch).await
     }
 
     /// Returns once this member has applied everything committed before the call: a read of the
@@ -385,18 +336,6 @@ impl Replica {
             .map_err(|error| ReplicaError::Timeout(error.to_string()))
     }
 
-    /// As leader, applies a write forwarded by a follower.
-    pub(crate) async fn leader_write(&self, command: Command) -> Result<Outcome, ReplicaError> {
-        if self.lost_quorum(&self.raft.metrics().borrow()) {
-            return Err(ReplicaError::NoLeader);
-        }
-        match self.propose(command, Instant::now() + LEADER_WAIT).await {
-            Ok(outcome) => Ok(outcome),
-            Err(ProposeError::NotLeader(_)) => Err(ReplicaError::NoLeader),
-            Err(ProposeError::Failed(error)) => Err(error),
-        }
-    }
-
     /// As leader, hands leadership to voter `target` (etcd's MoveLeader).
     ///
     /// openraft 0.9 has no leader transfer, so it is done by hand: once `target` holds the whole
@@ -409,7 +348,7 @@ impl Replica {
         let (target_member, last_log_index) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
-            if metrics.state != ServerState::Leader || self.lost_quorum(&metrics) {
+            if metrics.state != ServerState::Leader || self.proposer.lost_quorum(&metrics) {
                 return Err(ReplicaError::NotLeader);
             }
             let membership = metrics.membership_config.membership();
@@ -721,24 +660,16 @@ fn members_of(membership: &openraft::Membership<MemberId, Member>) -> Vec<Member
         .collect()
 }
 
-fn leader_url(leader: &ForwardToLeader<MemberId, Member>) -> Option<&str> {
+pub(crate) fn leader_url(leader: &ForwardToLeader<MemberId, Member>) -> Option<&str> {
     leader.leader_node.as_ref().and_then(peer_url)
 }
 
-async fn pause_or_give_up(deadline: Instant) -> Result<(), ReplicaError> {
+pub(crate) async fn pause_or_give_up(deadline: Instant) -> Result<(), ReplicaError> {
     if Instant::now() + RETRY_PAUSE > deadline {
         return Err(ReplicaError::NoLeader);
     }
     tokio::time::sleep(RETRY_PAUSE).await;
     Ok(())
-}
-
-/// A command's outcome once applied: its response, or the kernel's refusal.
-pub type Outcome = Result<CommandResponse, KvError>;
-
-enum ProposeError {
-    NotLeader(ForwardToLeader<MemberId, Member>),
-    Failed(ReplicaError),
 }
 
 pub(crate) enum ReadIndexError {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cairn_kernel::{Durability, Error as KernelError, Kernel, Limits};
+use cairn_kernel::{Durability, Kernel, Limits};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
@@ -186,18 +186,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let log_id = entry.log_id;
             let response = match entry.payload {
-                EntryPayload::Blank => None,
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(log_id), membership);
-                    None
+                    Vec::new()
                 }
-                EntryPayload::Normal(command) => match kernel.apply(log_id.index, &command) {
-                    Ok(response) => Some(Ok(response)),
-                    Err(KernelError::Kv(error)) => Some(Err(error)),
-                    Err(KernelError::Storage(error)) => {
-                        return Err(StorageIOError::apply(log_id, &error).into());
-                    }
-                },
+                EntryPayload::Normal(batch) => kernel
+                    .apply_batch(log_id.index, &batch.0)
+                    .map_err(|error| StorageIOError::apply(log_id, &error))?,
             };
             applied.last_applied = Some(log_id);
             responses.push(response);

@@ -24,16 +24,21 @@ impl fmt::Display for Member {
     }
 }
 
-/// The outcome of applying one log entry, the same on every replica: a command's response or
-/// refusal, or nothing for entries that carry no command (membership changes, a new leader's
-/// blank entry).
-pub type Applied = Option<Result<CommandResponse, KvError>>;
+/// The client writes one log entry carries, applied in order, each with its own outcome: the
+/// writes that queued on one member while its previous entry was being committed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Command>);
+
+/// The outcomes of applying one log entry, the same on every replica: one per command of its
+/// batch, and none for entries that carry no commands (membership changes, a new leader's blank
+/// entry).
+pub type Applied = Vec<Result<CommandResponse, KvError>>;
 
 openraft::declare_raft_types!(
     /// Cairn's Raft: kernel commands in, kernel responses out, members as nodes, snapshots as
     /// files.
     pub TypeConfig:
-        D = Command,
+        D = Batch,
         R = Applied,
         NodeId = MemberId,
         Node = Member,

@@ -1,0 +1,217 @@
+//! The write path: client writes batched into log entries and proposed on whichever member leads.
+//!
+//! Writes queue on the member that received them. One task takes everything queued (up to
+//! [`BATCH_COMMANDS_MAX`] commands or [`BATCH_BYTES_MAX`] bytes) as one [`Batch`], the payload of
+//! one log entry, and proposes it: to the local Raft if this member leads, or forwarded whole to
+//! the leader. While that entry is being committed the next batch fills up, so under load one
+//! round of replication and one fsync serve many writes, as etcd's proposal batching does.
+
+use std::time::{Duration, Instant};
+
+use cairn_kernel::{Command, CommandResponse, KvError};
+use openraft::ServerState;
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::network::{PeerCall, Peers};
+use crate::replica::{LEADER_WAIT, ReplicaError, leader_url, pause_or_give_up};
+use crate::types::{Batch, Member, MemberId, Raft};
+
+/// Most commands in one log entry.
+const BATCH_COMMANDS_MAX: usize = 1024;
+/// Most encoded command bytes in one log entry (a single larger command still gets its own).
+const BATCH_BYTES_MAX: usize = 4 << 20;
+/// Writes waiting for a batch; past this, writers wait (backpressure).
+const QUEUE_COMMANDS_MAX: usize = 4096;
+
+/// A command's outcome once applied: its response, or the kernel's refusal.
+pub type Outcome = Result<CommandResponse, KvError>;
+
+/// A write waiting for its batch.
+pub(crate) struct Queued {
+    command: Command,
+    bytes: usize,
+    reply: oneshot::Sender<Result<Outcome, ReplicaError>>,
+}
+
+impl Queued {
+    pub(crate) fn new(
+        command: Command,
+        reply: oneshot::Sender<Result<Outcome, ReplicaError>>,
+    ) -> Queued {
+        let bytes = codec::encode(&command).len();
+        Queued {
+            command,
+            bytes,
+            reply,
+        }
+    }
+}
+
+/// Proposes batches, locally or through the leader.
+#[derive(Clone)]
+pub(crate) struct Proposer {
+    raft: Raft,
+    peers: Peers,
+    /// How long a leader may go without hearing from a quorum before it stops acting as leader.
+    quorum_contact_max: Duration,
+}
+
+enum ProposeError {
+    NotLeader(ForwardToLeader<MemberId, Member>),
+    Failed(ReplicaError),
+}
+
+impl Proposer {
+    pub(crate) fn new(raft: Raft, peers: Peers, quorum_contact_max: Duration) -> Proposer {
+        Proposer {
+            raft,
+            peers,
+            quorum_contact_max,
+        }
+    }
+
+    /// Starts the batching task; it ends once every sender of the returned queue is dropped.
+    pub(crate) fn start_batching(&self) -> mpsc::Sender<Queued> {
+        let (queue, queued) = mpsc::channel(QUEUE_COMMANDS_MAX);
+        tokio::spawn(self.clone().propose_batches(queued));
+        queue
+    }
+
+    async fn propose_batches(self, mut queued: mpsc::Receiver<Queued>) {
+        let mut carried: Option<Queued> = None;
+        loop {
+            let first = match carried.take() {
+                Some(write) => write,
+                None => match queued.recv().await {
+                    Some(write) => write,
+                    None => return,
+                },
+            };
+            let mut bytes = first.bytes;
+            let mut batch = vec![first];
+            while batch.len() < BATCH_COMMANDS_MAX {
+                match queued.try_recv() {
+                    Ok(next) if bytes + next.bytes > BATCH_BYTES_MAX => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Ok(next) => {
+                        bytes += next.bytes;
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch
+                .into_iter()
+                .map(|write| (write.command, write.reply))
+                .unzip();
+            match self.write(Batch(commands)).await {
+                Ok(outcomes) => {
+                    assert_eq!(outcomes.len(), replies.len(), "one outcome per command");
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        // A writer that gave up no longer waits; its write stands.
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether this member is a leader cut off from a quorum for longer than an election timeout:
+    /// by then the others may have elected a new leader.
+    ///
+    /// etcd's CheckQuorum makes such a leader step down; openraft 0.9 keeps it in the leader role
+    /// until it hears of a higher term, accepting writes that can never commit. So Cairn stops
+    /// acting on the role instead: it reports no leader and refuses writes until it hears from a
+    /// quorum again or learns of the new leader. Linearizable reads need no such check: each one
+    /// confirms leadership with a quorum.
+    pub(crate) fn lost_quorum(&self, metrics: &openraft::RaftMetrics<MemberId, Member>) -> bool {
+        metrics.state == ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) > self.quorum_contact_max)
+    }
+
+    /// Applies `batch` through the log, on whichever member leads, and returns its outcomes.
+    async fn write(&self, batch: Batch) -> Result<Vec<Outcome>, ReplicaError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            if !self.lost_quorum(&self.raft.metrics().borrow()) {
+                let leader = match self.propose(batch.clone(), deadline).await {
+                    Ok(outcomes) => return Ok(outcomes),
+                    Err(ProposeError::Failed(error)) => return Err(error),
+                    Err(ProposeError::NotLeader(leader)) => leader,
+                };
+                if let Some(url) = leader_url(&leader) {
+                    let forwarded = self
+                        .peers
+                        .call::<_, Result<Vec<Outcome>, ReplicaError>>(
+                            url,
+                            PeerCall::Forward,
+                            &batch,
+                            deadline
+                                .saturating_duration_since(Instant::now())
+                                .max(Duration::from_millis(50)),
+                        )
+                        .await;
+                    match forwarded {
+                        // That member no longer leads, so it did not apply the batch: try again.
+                        Ok(Err(ReplicaError::NoLeader)) => {}
+                        Ok(answer) => return answer,
+                        Err(error) => return Err(ReplicaError::Timeout(error.to_string())),
+                    }
+                }
+            }
+            pause_or_give_up(deadline).await?;
+        }
+    }
+
+    /// As leader, applies a batch forwarded by a follower.
+    pub(crate) async fn leader_write(&self, batch: Batch) -> Result<Vec<Outcome>, ReplicaError> {
+        if self.lost_quorum(&self.raft.metrics().borrow()) {
+            return Err(ReplicaError::NoLeader);
+        }
+        match self.propose(batch, Instant::now() + LEADER_WAIT).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(ProposeError::NotLeader(_)) => Err(ReplicaError::NoLeader),
+            Err(ProposeError::Failed(error)) => Err(error),
+        }
+    }
+
+    /// Appends `batch` to the log if this member leads, and waits until `deadline` for it to be
+    /// committed and applied.
+    async fn propose(&self, batch: Batch, deadline: Instant) -> Result<Vec<Outcome>, ProposeError> {
+        let commands = batch.0.len();
+        let proposed = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.raft.client_write(batch),
+        )
+        .await
+        .map_err(|_| {
+            ProposeError::Failed(ReplicaError::Timeout(
+                "the write was not committed in time; it may still be applied".into(),
+            ))
+        })?;
+        match proposed {
+            Ok(written) => {
+                assert_eq!(written.data.len(), commands, "one outcome per command");
+                Ok(written.data)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(leader))) => {
+                Err(ProposeError::NotLeader(leader))
+            }
+            Err(RaftError::APIError(error)) => Err(ProposeError::Failed(ReplicaError::Refused(
+                error.to_string(),
+            ))),
+            Err(RaftError::Fatal(_)) => Err(ProposeError::Failed(ReplicaError::Stopped)),
+        }
+    }
+}
