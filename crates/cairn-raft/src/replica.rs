@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_kernel::{Command, Kernel, Limits};
@@ -144,6 +144,14 @@ pub struct Replica {
     proposer: Proposer,
     /// Writes waiting to be batched into the next log entry.
     queue: mpsc::Sender<Queued>,
+    reads: Arc<Mutex<ReadRounds>>,
+}
+
+/// Linearizable reads waiting for a ReadIndex round.
+#[derive(Default)]
+struct ReadRounds {
+    running: bool,
+    waiting: Vec<oneshot::Sender<Result<u64, ReplicaError>>>,
 }
 
 impl Replica {
@@ -214,6 +222,7 @@ impl Replica {
             quorum_contact_max: settings.election_timeout,
             proposer,
             queue,
+            reads: Arc::default(),
         })
     }
 
@@ -284,9 +293,51 @@ impl Replica {
     /// local kernel after it is linearizable (Raft's ReadIndex, through the leader if need be).
     pub async fn read_barrier(&self) -> Result<(), ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT;
+        let index = self.read_index().await?;
+        self.wait_applied(index, deadline).await
+    }
+
+    /// The read index of a ReadIndex round that starts after this call. Reads that arrive while
+    /// a round is running share the next one, as etcd batches them: one quorum round serves
+    /// them all, and each still sees every write committed before it arrived.
+    async fn read_index(&self) -> Result<u64, ReplicaError> {
+        let (reply, answer) = oneshot::channel();
+        let start_rounds = {
+            let mut rounds = self.reads.lock().expect("read rounds poisoned");
+            rounds.waiting.push(reply);
+            !std::mem::replace(&mut rounds.running, true)
+        };
+        if start_rounds {
+            tokio::spawn(self.clone().run_read_rounds());
+        }
+        answer.await.map_err(|_| ReplicaError::Stopped)?
+    }
+
+    /// Runs rounds while reads wait for one; each round serves the reads that arrived before it.
+    async fn run_read_rounds(self) {
+        loop {
+            let waiting = {
+                let mut rounds = self.reads.lock().expect("read rounds poisoned");
+                if rounds.waiting.is_empty() {
+                    rounds.running = false;
+                    return;
+                }
+                std::mem::take(&mut rounds.waiting)
+            };
+            let index = self.read_index_round().await;
+            for reader in waiting {
+                let _ = reader.send(index.clone());
+            }
+        }
+    }
+
+    /// One ReadIndex round: the leader's commit index once it has confirmed with a quorum that
+    /// it still leads, asked of the leader when this member follows.
+    async fn read_index_round(&self) -> Result<u64, ReplicaError> {
+        let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let leader = match self.leader_read_index().await {
-                Ok(index) => return self.wait_applied(index, deadline).await,
+                Ok(index) => return Ok(index),
                 Err(ReadIndexError::NotLeader(leader)) => leader,
                 Err(ReadIndexError::Failed(error)) => return Err(error),
             };
@@ -304,9 +355,8 @@ impl Replica {
                     .await
                     .map_err(|error| ReplicaError::Unavailable(error.to_string()))?;
                 match answer {
-                    Ok(index) => return self.wait_applied(index, deadline).await,
                     Err(ReplicaError::NoLeader) => {}
-                    Err(error) => return Err(error),
+                    answer => return answer,
                 }
             }
             pause_or_give_up(deadline).await?;
