@@ -23,11 +23,12 @@ build: setup
 run: build
 	$(CAIRN) serve
 
-## Every test: unit tests, etcdctl against cairn, the differential test against a real etcd, crash durability.
+## Every test: unit tests, etcdctl against cairn, the differential test against a real etcd, crash
+## durability, and multi-process clusters (failover, membership, snapshots, partitions).
 test: build
 	CAIRN_BIN=$(CAIRN) $(CARGO) test --release --workspace
 
-## Side-by-side benchmark of single-node cairn and single-node etcd; prints the ratio table.
+## Side-by-side benchmark of cairn and etcd clusters (MEMBERS=1, the default, or 3); prints the ratio table.
 bench: build
 	bench/compare.sh
 

@@ -61,6 +61,15 @@ pub fn free_port() -> u16 {
     panic!("no free port in {PORTS:?}");
 }
 
+/// Polls until `check` holds; fails the test, naming `what`, after 60 s.
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A server process that is killed when dropped.
 pub struct Server {
     child: Option<Child>,

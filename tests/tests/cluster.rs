@@ -13,6 +13,7 @@ use cairn_proto::etcdserverpb::{
     MoveLeaderRequest, PutRequest, RangeRequest,
 };
 use cairn_tests::cluster::Cluster;
+use cairn_tests::eventually;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
@@ -56,15 +57,6 @@ async fn get(kv: &mut KvClient<Channel>, key: &str, serializable: bool) -> Optio
             kv.mod_revision,
         )
     })
-}
-
-/// Polls until `check` holds, for at most 60 s.
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

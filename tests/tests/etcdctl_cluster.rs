@@ -1,6 +1,7 @@
 //! Debian's etcdctl 3.4 against a three-member cairn cluster: membership, cluster-wide status
 //! and hashes, and a backup that seeds a new cluster through `cairn snapshot restore`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::Cluster;
@@ -18,6 +19,16 @@ fn member_id_in(line: &str) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("no member ID in {line:?}"))
         .to_string()
+}
+
+fn cairn_snapshot_restore(backup: &Path, data_dir: &Path) -> std::process::Output {
+    std::process::Command::new(cairn_binary())
+        .args(["snapshot", "restore"])
+        .arg(backup)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap()
 }
 
 /// Runs `etcdctl ARGS` until its output holds `expected`, for at most 60 s.
@@ -173,25 +184,13 @@ async fn etcdctl_manages_a_cluster() {
     let saved = first.ok(&["snapshot", "save", backup.to_str().unwrap()]);
     assert!(saved.contains("Snapshot saved at"), "{saved}");
     let restored_dir = backup_dir.path().join("restored");
-    let restore = std::process::Command::new(cairn_binary())
-        .args(["snapshot", "restore"])
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(&restored_dir)
-        .output()
-        .unwrap();
+    let restore = cairn_snapshot_restore(&backup, &restored_dir);
     assert!(
         restore.status.success(),
         "{}",
         String::from_utf8_lossy(&restore.stderr)
     );
-    let again = std::process::Command::new(cairn_binary())
-        .args(["snapshot", "restore"])
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(&restored_dir)
-        .output()
-        .unwrap();
+    let again = cairn_snapshot_restore(&backup, &restored_dir);
     assert!(!again.status.success(), "restore overwrote a member's data");
 
     let restored = start_cairn(&restored_dir).await.unwrap();

@@ -2,11 +2,10 @@
 //! leading, the majority elects a leader and serves, the minority serves no linearizable read
 //! or write, and after healing every member holds the same state.
 
-use std::time::{Duration, Instant};
-
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
 use cairn_tests::cluster::Cluster;
+use cairn_tests::eventually;
 use cairn_tests::proxy::PeerProxies;
 use tonic::transport::Channel;
 
@@ -43,15 +42,6 @@ async fn read(
         })
         .await?;
     Ok(response.into_inner().kvs.len())
-}
-
-/// Polls until `check` holds, for at most 60 s.
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -176,11 +176,11 @@ impl Replica {
             // openraft 0.9 draws each member's timeout once, between min and max, and members
             // refuse votes for max after they last heard from the leader (its leader lease). A
             // follower's first bid therefore falls inside the others' lease and fails; its second
-            // comes one drawn timeout later. With min at half the election timeout and max at all
-            // of it, that bid lands between one and two election timeouts after the leader fell
-            // silent, as etcd's elections do.
-            election_timeout_min: election / 2,
-            election_timeout_max: election,
+            // comes one drawn timeout later, between 2 min and 2 max. With min and max at 2/5 and
+            // 4/5 of the election timeout, that bid always clears the lease and lands within 1.6
+            // election timeouts of the leader falling silent: a new leader within two, as etcd.
+            election_timeout_min: election * 2 / 5,
+            election_timeout_max: election * 4 / 5,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 1_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),

@@ -79,10 +79,10 @@ pub struct ServeConfig {
     #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
 
-    /// Milliseconds without hearing from the leader after which a follower may be elected in its
-    /// place (members refuse to vote for another before then), and after which a leader cut off
-    /// from a majority stops acting as leader. A follower stands for election after a random half
-    /// to whole of it.
+    /// Milliseconds within which a leader that stopped is replaced: followers stand for election
+    /// after 2/5 to 4/5 of it without hearing from the leader (members refuse to vote for another
+    /// for 4/5 of it after they last heard from it), and a new leader is in place well within two
+    /// of it. A leader cut off from a majority for this long stops acting as leader.
     #[arg(long, env = "CAIRN_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
