@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, KvError};
 use crate::kernel::Kernel;
-use crate::storage::Family;
+use crate::storage::{ChangeId, Family};
 use crate::types::Revision;
 
 impl Kernel {
@@ -33,12 +33,7 @@ impl Kernel {
             if record.family != Family::History {
                 break;
             }
-            let main = u64::from_be_bytes(
-                record.key[..8]
-                    .try_into()
-                    .expect("history keys are 12 bytes"),
-            );
-            if main as Revision > revision {
+            if ChangeId::decode(&record.key)?.main > revision {
                 break;
             }
             hasher.update((record.key.len() as u64).to_be_bytes());

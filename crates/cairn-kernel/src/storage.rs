@@ -48,7 +48,7 @@ impl ChangeId {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<ChangeId, StorageError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ChangeId, StorageError> {
         let bytes: [u8; Self::ENCODED_LEN] = bytes
             .try_into()
             .map_err(|_| corrupt(HISTORY, "revision key of wrong length"))?;

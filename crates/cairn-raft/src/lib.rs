@@ -50,7 +50,7 @@ mod storage_conformance {
             let dirs = StateDirs::new(dir.path());
             let (kernel, name) = open_kernel(&dirs, Limits::default()).expect("opening the kernel");
             let kernel = Arc::new(RwLock::new(kernel));
-            let log = LogStore::open(&dir.path().join("raft")).expect("opening the log");
+            let log = LogStore::open(&dirs.log).expect("opening the log");
             let state_machine = StateMachine::new(kernel, name, dirs, Limits::default());
             Ok((dir, log, state_machine))
         }

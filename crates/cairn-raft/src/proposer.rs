@@ -55,7 +55,7 @@ pub(crate) struct Proposer {
     raft: Raft,
     peers: Peers,
     /// How long a leader may go without hearing from a quorum before it stops acting as leader.
-    quorum_contact_max: Duration,
+    pub(crate) quorum_contact_max: Duration,
 }
 
 enum ProposeError {

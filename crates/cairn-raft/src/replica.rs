@@ -139,8 +139,6 @@ pub struct Replica {
     peers: Peers,
     kernel: Arc<RwLock<Kernel>>,
     dirs: StateDirs,
-    /// How long a leader may go without hearing from a quorum before it stops acting as leader.
-    quorum_contact_max: Duration,
     proposer: Proposer,
     /// Writes waiting to be batched into the next log entry.
     queue: mpsc::Sender<Queued>,
@@ -166,7 +164,7 @@ impl Replica {
         let dirs = StateDirs::new(data_dir);
         let (kernel, kernel_name) = open_kernel(&dirs, limits)?;
         let kernel = Arc::new(RwLock::new(kernel));
-        let log_store = LogStore::open(&data_dir.join("raft"))?;
+        let log_store = LogStore::open(&dirs.log)?;
         let state_machine = StateMachine::new(kernel.clone(), kernel_name, dirs.clone(), limits);
         let heartbeat = settings.heartbeat_interval.as_millis() as u64;
         let election = settings.election_timeout.as_millis() as u64;
@@ -219,7 +217,6 @@ impl Replica {
             peers,
             kernel,
             dirs,
-            quorum_contact_max: settings.election_timeout,
             proposer,
             queue,
             reads: Arc::default(),
@@ -230,7 +227,7 @@ impl Replica {
         &self.raft
     }
 
-    /// The kernel, for serializable reads; its lock is shared with the applier.
+    /// The kernel, for reads; its lock is shared with the state machine, which applies under it.
     pub fn kernel(&self) -> &Arc<RwLock<Kernel>> {
         &self.kernel
     }
@@ -247,6 +244,11 @@ impl Replica {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft did not shut down cleanly");
         }
+    }
+
+    /// The newest term this member knows, for response headers.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -394,7 +396,7 @@ impl Replica {
     /// followers do once they stop hearing heartbeats, so `target` wins; this member steps down on
     /// seeing its higher term.
     pub async fn move_leader(&self, target: MemberId) -> Result<(), ReplicaError> {
-        let deadline = Instant::now() + LEADER_WAIT + 4 * self.quorum_contact_max;
+        let deadline = Instant::now() + LEADER_WAIT + 4 * self.proposer.quorum_contact_max;
         let (target_member, last_log_index) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
@@ -454,7 +456,7 @@ impl Replica {
             }
             let elected = self
                 .raft
-                .wait(Some(self.quorum_contact_max.min(remaining)))
+                .wait(Some(self.proposer.quorum_contact_max.min(remaining)))
                 .metrics(
                     |metrics| metrics.current_leader == Some(target),
                     "the transferee leads",

@@ -9,6 +9,7 @@
 //! On disk, under the member's data directory:
 //!
 //! ```text
+//! raft/                the Raft log's RocksDB (see `log_store`)
 //! state/CURRENT        names the kernel directory in use (replaced atomically by rename)
 //! state/kv-<n>/        the kernel's RocksDB
 //! snapshots/current.*  the newest snapshot (stream and meta), built here or received
@@ -54,9 +55,11 @@ struct LogPosition {
     membership: StoredMembership,
 }
 
-/// The data directory's layout for the state machine.
+/// The data directory's layout.
 #[derive(Clone, Debug)]
 pub struct StateDirs {
+    /// The Raft log.
+    pub log: PathBuf,
     state: PathBuf,
     snapshots: PathBuf,
 }
@@ -64,6 +67,7 @@ pub struct StateDirs {
 impl StateDirs {
     pub fn new(data_dir: &Path) -> StateDirs {
         StateDirs {
+            log: data_dir.join("raft"),
             state: data_dir.join("state"),
             snapshots: data_dir.join("snapshots"),
         }
@@ -394,10 +398,10 @@ pub fn restore_backup(
     data_dir: &Path,
     limits: Limits,
 ) -> Result<cairn_kernel::Revision, RestoreError> {
-    if holds_member(data_dir) || data_dir.join("raft").exists() {
+    let dirs = StateDirs::new(data_dir);
+    if holds_member(data_dir) || dirs.log.exists() {
         return Err(RestoreError::NotEmpty(data_dir.to_path_buf()));
     }
-    let dirs = StateDirs::new(data_dir);
     let name = "kv-1";
     let target = dirs.kernel_dir(name);
     // Leftovers of an interrupted restore: nothing points at them yet.

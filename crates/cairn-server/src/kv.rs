@@ -75,8 +75,9 @@ impl Kv for KvService {
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let request = request.into_inner();
-        self.node.prepare_read(request.serializable).await?;
+        let serializable = request.serializable;
         let request = convert::range_request(request)?;
+        self.node.prepare_read(serializable).await?;
         let response = self
             .node
             .replica

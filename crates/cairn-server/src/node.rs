@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cairn_kernel::{Command, CommandResponse, Limits, Revision};
 use cairn_proto::etcdserverpb::ResponseHeader;
-use cairn_raft::{MemberId, Replica};
+use cairn_raft::Replica;
 use tonic::Status;
 
 use crate::status::{kv_status, replica_status, request_too_large};
@@ -14,7 +14,6 @@ pub const ETCD_API_VERSION: &str = "3.4.0";
 
 pub struct Node {
     pub replica: Replica,
-    pub member_id: MemberId,
     pub cluster_id: u64,
     pub request_bytes_max: usize,
     pub limits: Limits,
@@ -24,9 +23,9 @@ impl Node {
     pub fn header(&self, revision: Revision) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             cluster_id: self.cluster_id,
-            member_id: self.member_id,
+            member_id: self.replica.id,
             revision,
-            raft_term: self.replica.status().term,
+            raft_term: self.replica.term(),
         })
     }
 

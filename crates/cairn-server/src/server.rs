@@ -69,7 +69,6 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         })?;
     let node = Arc::new(Node {
         replica: replica.clone(),
-        member_id,
         cluster_id: identity::cluster_id(&token),
         request_bytes_max: config.max_request_bytes,
         limits,
@@ -81,7 +80,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         let router =
             tonic::transport::Server::builder().add_service(PeerService::server(replica.clone()));
         let listener = bind(address).await?;
-        servers.spawn(serve_on(router, listener, stopped.clone(), "peers"));
+        // Peers are Cairn members, whose headers need no repair.
+        servers.spawn(serve_on(
+            router,
+            listener,
+            std::convert::identity,
+            stopped.clone(),
+            "peers",
+        ));
         tracing::info!(%address, "serving peers");
     }
     let decoding_bytes_max = config.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
@@ -100,7 +106,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
                     .max_decoding_message_size(decoding_bytes_max),
             );
         let listener = bind(address).await?;
-        servers.spawn(serve_on(router, listener, stopped.clone(), "clients"));
+        servers.spawn(serve_on(
+            router,
+            listener,
+            RepairedConnection::new,
+            stopped.clone(),
+            "clients",
+        ));
         tracing::info!(%address, "serving clients");
     }
     // Not one of the servers: it ends once published, and that is no reason to stop.
@@ -190,17 +202,27 @@ fn bootstrap(
     }
 }
 
-async fn serve_on(
+/// Serves `router` on `listener` until `stopped`, each accepted connection wrapped by `wrap`.
+async fn serve_on<C>(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
+    wrap: fn(tokio::net::TcpStream) -> C,
     mut stopped: watch::Receiver<bool>,
     whom: &'static str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    C: tonic::transport::server::Connected
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+{
     let address = listener.local_addr().ok();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |accepted| {
         let stream = accepted?;
         stream.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(RepairedConnection::new(stream))
+        Ok::<_, std::io::Error>(wrap(stream))
     });
     router
         .serve_with_incoming_shutdown(incoming, async move {
