@@ -1,17 +1,20 @@
 //! The kernel: an MVCC key-value store whose every change is a command applied in log order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, KvError, StorageError};
 use crate::index::Index;
+use crate::lease::Leases;
 use crate::storage::{Change, ChangeId, Durability, Meta, Storage};
 use crate::types::{
     Command, CommandResponse, CompactRequest, CompactResponse, DeleteRangeRequest,
-    DeleteRangeResponse, KeyRange, KeyValue, NO_LEASE, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, Revision, TxnRequest, TxnResponse,
+    DeleteRangeResponse, Event, EventKind, INITIAL_REVISION, KeyRange, KeyValue, Lease,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseId, LeaseRevokeRequest, LeaseRevokeResponse,
+    NO_LEASE, PutRequest, PutResponse, RangeRequest, RangeResponse, Revision, TxnRequest,
+    TxnResponse,
 };
 use crate::validate::{self, Limits};
 
@@ -25,12 +28,24 @@ use crate::validate::{self, Limits};
 pub struct Kernel {
     storage: Storage,
     index: Index,
+    leases: Leases,
     revision: Revision,
     compact_revision: Revision,
     applied_index: u64,
     replication: Vec<u8>,
     limits: Limits,
     pending: Pending,
+    /// What applied commands changed, in order, until [`Kernel::take_events`] collects them.
+    events: Vec<Event>,
+}
+
+/// An answer of [`Kernel::history_events`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum History {
+    /// The events from the revision asked for, oldest first; empty when there are none yet.
+    Events(Vec<Event>),
+    /// History before the revision asked for is gone; this is the compacted revision.
+    Compacted(Revision),
 }
 
 /// What apply has changed since the last commit.
@@ -40,6 +55,8 @@ struct Pending {
     changes: HashMap<ChangeId, Change>,
     /// Committed changes that compaction dropped.
     removed: Vec<ChangeId>,
+    /// Leases granted (`Some(ttl)`) or revoked (`None`).
+    leases: BTreeMap<LeaseId, Option<i64>>,
     /// Whether anything but the applied index changed.
     state_changed: bool,
     /// Whether anything at all changed.
@@ -53,7 +70,8 @@ impl Kernel {
         let meta = storage.meta()?;
         let mut index = Index::default();
         let mut changes = 0u64;
-        for item in storage.history() {
+        let mut key_leases: HashMap<Vec<u8>, LeaseId> = HashMap::new();
+        for item in storage.history_from(INITIAL_REVISION) {
             let (id, change) = item?;
             if id.main > meta.revision {
                 return Err(StorageError::Corrupt {
@@ -65,7 +83,29 @@ impl Kernel {
                 });
             }
             index.record(change.key(), id, matches!(change, Change::Delete { .. }));
+            match &change {
+                Change::Put(kv) if kv.lease != NO_LEASE => {
+                    key_leases.insert(kv.key.clone(), kv.lease);
+                }
+                _ => {
+                    key_leases.remove(change.key());
+                }
+            }
             changes += 1;
+        }
+        let mut leases = Leases::default();
+        for item in storage.leases() {
+            let (id, ttl) = item?;
+            leases.grant(id, ttl);
+        }
+        for (key, lease) in key_leases {
+            if !leases.contains(lease) {
+                return Err(StorageError::Corrupt {
+                    family: "lease",
+                    reason: format!("key {key:?} is attached to lease {lease}, which is missing"),
+                });
+            }
+            leases.move_key(&key, NO_LEASE, lease);
         }
         tracing::info!(
             revision = meta.revision,
@@ -77,12 +117,14 @@ impl Kernel {
         Ok(Kernel {
             storage,
             index,
+            leases,
             revision: meta.revision,
             compact_revision: meta.compact_revision,
             applied_index: meta.applied_index,
             replication: meta.replication,
             limits,
             pending: Pending::default(),
+            events: Vec::new(),
         })
     }
 
@@ -197,9 +239,7 @@ impl Kernel {
         validate::command(command, &self.limits)?;
         match command {
             Command::Put(put) => {
-                // The kernel grants no leases yet (issue 4), so every lease a request names is
-                // unknown, and etcd answers an unknown lease this way.
-                if put.lease != NO_LEASE {
+                if put.lease != NO_LEASE && !self.leases.contains(put.lease) {
                     return Err(KvError::LeaseNotFound.into());
                 }
                 let mut writer = Writer::new(self);
@@ -215,7 +255,106 @@ impl Kernel {
             }
             Command::Txn(txn) => self.txn(txn).map(CommandResponse::Txn),
             Command::Compact(compact) => self.compact(*compact).map(CommandResponse::Compact),
+            Command::LeaseGrant(grant) => self.grant(*grant).map(CommandResponse::LeaseGrant),
+            Command::LeaseRevoke(revoke) => self.revoke(*revoke).map(CommandResponse::LeaseRevoke),
         }
+    }
+
+    fn grant(&mut self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse, Error> {
+        if self.leases.contains(request.id) {
+            return Err(KvError::LeaseExists.into());
+        }
+        self.leases.grant(request.id, request.ttl);
+        self.pending.leases.insert(request.id, Some(request.ttl));
+        self.pending.state_changed = true;
+        Ok(LeaseGrantResponse {
+            revision: self.revision,
+            id: request.id,
+            ttl: request.ttl,
+        })
+    }
+
+    /// Deletes the lease's keys in key order, all at one revision, as etcd does.
+    fn revoke(&mut self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, Error> {
+        let lease = self.leases.get(request.id).ok_or(KvError::LeaseNotFound)?;
+        let mut writer = Writer::new(self);
+        for key in lease.keys {
+            let deleted = writer.delete_range(&DeleteRangeRequest {
+                range: KeyRange::Key(key),
+                prev_kv: false,
+            })?;
+            assert_eq!(deleted.deleted, 1, "a lease held a key that does not exist");
+        }
+        let revision = writer.finish();
+        self.leases.remove(request.id);
+        self.pending.leases.insert(request.id, None);
+        self.pending.state_changed = true;
+        Ok(LeaseRevokeResponse { revision })
+    }
+
+    /// The TTL lease `id` was granted with, if it exists.
+    pub fn lease_ttl(&self, id: LeaseId) -> Option<i64> {
+        self.leases.ttl(id)
+    }
+
+    /// A granted lease with its keys, if it exists.
+    pub fn lease(&self, id: LeaseId) -> Option<Lease> {
+        self.leases.get(id)
+    }
+
+    /// Every granted lease with its TTL, in id order.
+    pub fn lease_ttls(&self) -> Vec<(LeaseId, i64)> {
+        self.leases.ttls()
+    }
+
+    /// The changes applied since the last call, in revision order: what watchers are told.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The changes of revisions `from` onwards as events, read from committed history, up to
+    /// about `max_events` of them but always whole revisions; or, when history before `from` has
+    /// been compacted away, the compacted revision.
+    pub fn history_events(
+        &self,
+        from: Revision,
+        max_events: usize,
+    ) -> Result<History, StorageError> {
+        assert!(
+            self.pending.changes.is_empty(),
+            "history read with applied changes not yet committed"
+        );
+        if from < self.compact_revision {
+            return Ok(History::Compacted(self.compact_revision));
+        }
+        let mut events: Vec<Event> = Vec::new();
+        for item in self.storage.history_from(from.max(1)) {
+            let (id, change) = item?;
+            if events.len() >= max_events && events.last().is_some_and(|e| e.revision() < id.main) {
+                break;
+            }
+            let prev_kv = match self
+                .index
+                .visible(&KeyRange::Key(change.key().to_vec()), id.main - 1)
+                .first()
+            {
+                Some((_, previous)) => Some(self.load(*previous)?),
+                None => None,
+            };
+            events.push(match change {
+                Change::Put(kv) => Event {
+                    kind: EventKind::Put,
+                    kv,
+                    prev_kv,
+                },
+                Change::Delete { key } => Event {
+                    kind: EventKind::Delete,
+                    kv: tombstone(key, id.main),
+                    prev_kv,
+                },
+            });
+        }
+        Ok(History::Events(events))
     }
 
     /// Writes everything applied since the last commit in one batch.
@@ -230,6 +369,9 @@ impl Kernel {
         }
         for id in &pending.removed {
             self.storage.stage_removal(&mut batch, *id);
+        }
+        for (id, ttl) in &pending.leases {
+            self.storage.stage_lease(&mut batch, *id, *ttl);
         }
         self.storage.stage_meta(&mut batch, &self.meta());
         // A batch that only advances the applied index loses nothing if a crash undoes it: the
@@ -299,6 +441,15 @@ impl Kernel {
     }
 }
 
+/// How a delete appears in an event: the key and the revision that deleted it, as in etcd.
+fn tombstone(key: Vec<u8>, revision: Revision) -> KeyValue {
+    KeyValue {
+        key,
+        mod_revision: revision,
+        ..KeyValue::default()
+    }
+}
+
 /// The writes of one command: every change it makes shares one main revision.
 pub(crate) struct Writer<'k> {
     kernel: &'k mut Kernel,
@@ -358,7 +509,12 @@ impl<'k> Writer<'k> {
                 _ => request.lease,
             },
         };
-        self.record(Change::Put(kv));
+        self.kernel.leases.move_key(
+            &kv.key,
+            previous.as_ref().map_or(NO_LEASE, |p| p.lease),
+            kv.lease,
+        );
+        self.record(Change::Put(kv), previous.clone());
         Ok(PutResponse {
             revision,
             prev_kv: if request.prev_kv { previous } else { None },
@@ -381,9 +537,13 @@ impl<'k> Writer<'k> {
             .map(|id| self.kernel.load(*id))
             .collect::<Result<Vec<_>, _>>()?;
         for kv in &doomed_kvs {
-            self.record(Change::Delete {
-                key: kv.key.clone(),
-            });
+            self.kernel.leases.move_key(&kv.key, kv.lease, NO_LEASE);
+            self.record(
+                Change::Delete {
+                    key: kv.key.clone(),
+                },
+                Some(kv.clone()),
+            );
         }
         Ok(DeleteRangeResponse {
             revision: self.read_revision(),
@@ -396,7 +556,7 @@ impl<'k> Writer<'k> {
         })
     }
 
-    fn record(&mut self, change: Change) {
+    fn record(&mut self, change: Change, prev_kv: Option<KeyValue>) {
         let id = ChangeId {
             main: self.write_revision(),
             sub: self.changes,
@@ -404,6 +564,18 @@ impl<'k> Writer<'k> {
         self.kernel
             .index
             .record(change.key(), id, matches!(change, Change::Delete { .. }));
+        self.kernel.events.push(match &change {
+            Change::Put(kv) => Event {
+                kind: EventKind::Put,
+                kv: kv.clone(),
+                prev_kv,
+            },
+            Change::Delete { key } => Event {
+                kind: EventKind::Delete,
+                kv: tombstone(key.clone(), id.main),
+                prev_kv,
+            },
+        });
         self.kernel.pending.changes.insert(id, change);
         self.kernel.pending.state_changed = true;
         self.changes += 1;
@@ -425,7 +597,8 @@ mod tests {
 
     use super::*;
     use crate::types::{
-        Compare, CompareResult, CompareTarget, RequestOp, ResponseOp, SortOrder, SortTarget,
+        Compare, CompareResult, CompareTarget, LEASE_TTL_MAX, RequestOp, ResponseOp, SortOrder,
+        SortTarget,
     };
 
     struct Store {
@@ -720,5 +893,187 @@ mod tests {
             views
         );
         assert_eq!(store.get("uncommitted"), None);
+    }
+
+    fn put_with_lease(key: &str, value: &str, lease: LeaseId) -> Command {
+        Command::Put(PutRequest {
+            lease,
+            ..PutRequest::new(key, value)
+        })
+    }
+
+    fn grant(id: LeaseId, ttl: i64) -> Command {
+        Command::LeaseGrant(LeaseGrantRequest { id, ttl })
+    }
+
+    fn events_from(store: &mut Store, from: Revision) -> Vec<(EventKind, String, Revision)> {
+        store.kernel.commit(Durability::Buffered).unwrap();
+        match store.kernel.history_events(from, usize::MAX).unwrap() {
+            History::Events(events) => events
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.kind,
+                        String::from_utf8(e.kv.key.clone()).unwrap(),
+                        e.revision(),
+                    )
+                })
+                .collect(),
+            History::Compacted(at) => panic!("compacted at {at}"),
+        }
+    }
+
+    #[test]
+    fn leases_hold_keys_until_revoked_and_survive_a_reopen() {
+        let mut store = Store::new();
+        assert!(matches!(
+            store.apply(put_with_lease("k", "v", 7)),
+            Err(Error::Kv(KvError::LeaseNotFound))
+        ));
+        assert!(matches!(
+            store.apply(grant(7, LEASE_TTL_MAX + 1)),
+            Err(Error::Kv(KvError::LeaseTtlTooLarge))
+        ));
+        let CommandResponse::LeaseGrant(granted) = store.apply(grant(7, 30)).unwrap() else {
+            panic!("not a grant response");
+        };
+        assert_eq!((granted.id, granted.ttl, granted.revision), (7, 30, 1));
+        assert!(matches!(
+            store.apply(grant(7, 30)),
+            Err(Error::Kv(KvError::LeaseExists))
+        ));
+        store.apply(grant(8, 10)).unwrap();
+        store.apply(put_with_lease("b", "1", 7)).unwrap();
+        store.apply(put_with_lease("a", "1", 7)).unwrap();
+        store.apply(put_with_lease("c", "1", 7)).unwrap();
+        // Moving a key to another lease, or to none, detaches it.
+        store.apply(put_with_lease("c", "2", 8)).unwrap();
+        store.apply(put_with_lease("d", "1", 7)).unwrap();
+        store.put("d", "2");
+        store.kernel.commit(Durability::Fsync).unwrap();
+        let mut store = store.reopen();
+        let lease = store.kernel.lease(7).unwrap();
+        assert_eq!(lease.ttl, 30);
+        assert_eq!(lease.keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(store.kernel.lease_ttls(), vec![(7, 30), (8, 10)]);
+
+        let before = store.kernel.revision();
+        store.kernel.take_events();
+        let CommandResponse::LeaseRevoke(revoked) = store
+            .apply(Command::LeaseRevoke(LeaseRevokeRequest { id: 7 }))
+            .unwrap()
+        else {
+            panic!("not a revoke response");
+        };
+        assert_eq!(
+            revoked.revision,
+            before + 1,
+            "one revision for all its keys"
+        );
+        let deleted: Vec<_> = store
+            .kernel
+            .take_events()
+            .into_iter()
+            .map(|e| (e.kind, e.kv.key, e.prev_kv.map(|kv| kv.value)))
+            .collect();
+        assert_eq!(
+            deleted,
+            vec![
+                (EventKind::Delete, b"a".to_vec(), Some(b"1".to_vec())),
+                (EventKind::Delete, b"b".to_vec(), Some(b"1".to_vec())),
+            ]
+        );
+        assert!(store.get("a").is_none() && store.get("b").is_none());
+        assert_eq!(store.get("c").unwrap().lease, 8);
+        assert!(store.kernel.lease(7).is_none());
+        assert!(matches!(
+            store.apply(Command::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+            Err(Error::Kv(KvError::LeaseNotFound))
+        ));
+        store.kernel.commit(Durability::Fsync).unwrap();
+        let store = store.reopen();
+        assert_eq!(store.kernel.lease_ttls(), vec![(8, 10)]);
+    }
+
+    #[test]
+    fn a_txn_refuses_an_unknown_lease_before_writing() {
+        let mut store = Store::new();
+        store.apply(grant(5, 10)).unwrap();
+        let txn = |lease| {
+            Command::Txn(TxnRequest {
+                compare: Vec::new(),
+                success: vec![
+                    RequestOp::Put(PutRequest::new("x", "1")),
+                    RequestOp::Put(PutRequest {
+                        lease,
+                        ..PutRequest::new("y", "1")
+                    }),
+                ],
+                failure: Vec::new(),
+            })
+        };
+        assert!(matches!(
+            store.apply(txn(6)),
+            Err(Error::Kv(KvError::LeaseNotFound))
+        ));
+        assert!(store.get("x").is_none());
+        store.apply(txn(5)).unwrap();
+        assert_eq!(store.kernel.lease(5).unwrap().keys, vec![b"y".to_vec()]);
+    }
+
+    #[test]
+    fn applied_events_and_history_agree() {
+        let mut store = Store::new();
+        store.kernel.take_events();
+        store.put("a", "1");
+        store.put("b", "1");
+        store.apply(Command::DeleteRange(delete("a", "c"))).unwrap();
+        store.put("a", "2");
+        let live: Vec<_> = store.kernel.take_events();
+        store.kernel.commit(Durability::Buffered).unwrap();
+        let History::Events(replayed) = store.kernel.history_events(2, usize::MAX).unwrap() else {
+            panic!("compacted");
+        };
+        assert_eq!(
+            live, replayed,
+            "the apply path and history tell the same story"
+        );
+        assert_eq!(
+            events_from(&mut store, 4),
+            vec![
+                (EventKind::Delete, "a".into(), 4),
+                (EventKind::Delete, "b".into(), 4),
+                (EventKind::Put, "a".into(), 5),
+            ]
+        );
+        assert_eq!(live[2].prev_kv.as_ref().unwrap().value, b"1");
+        assert_eq!(
+            live[2].kv.create_revision, 0,
+            "a delete event holds only key and revision"
+        );
+
+        // Pages end on whole revisions.
+        let History::Events(page) = store.kernel.history_events(2, 2).unwrap() else {
+            panic!("compacted");
+        };
+        assert_eq!(page.len(), 2);
+        let History::Events(page) = store.kernel.history_events(4, 1).unwrap() else {
+            panic!("compacted");
+        };
+        assert_eq!(page.len(), 2, "both deletes of revision 4");
+
+        store
+            .apply(Command::Compact(CompactRequest { revision: 4 }))
+            .unwrap();
+        store.kernel.commit(Durability::Buffered).unwrap();
+        assert_eq!(
+            store.kernel.history_events(3, 10).unwrap(),
+            History::Compacted(4)
+        );
+        assert_eq!(
+            events_from(&mut store, 5),
+            vec![(EventKind::Put, "a".into(), 5)]
+        );
+        assert!(events_from(&mut store, 6).is_empty());
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod hash;
 mod index;
 mod kernel;
+mod lease;
 mod range;
 pub mod snapshot;
 mod storage;
@@ -18,7 +19,7 @@ pub mod types;
 pub mod validate;
 
 pub use error::{Error, KvError, StorageError};
-pub use kernel::Kernel;
+pub use kernel::{History, Kernel};
 pub use snapshot::{Checkpoint, SnapshotError};
 pub use storage::Durability;
 pub use types::*;

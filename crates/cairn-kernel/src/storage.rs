@@ -1,11 +1,13 @@
 //! The kernel's on-disk layout in RocksDB.
 //!
-//! Two column families:
+//! Three column families:
 //! - `history`: every change ever made and not yet compacted, keyed by its revision
 //!   (`main` then `sub`, both big-endian, so iteration is in revision order). A value is either a
 //!   put (the key's full state after the change) or a tombstone.
 //! - `meta`: the store's revision, compacted revision and applied log index, written in the same
 //!   batch as the changes they describe, so a crash leaves them consistent.
+//! - `lease`: every granted lease not yet revoked, keyed by its id (big-endian), holding its TTL.
+//!   Which keys a lease holds is not stored: each key's newest change names its lease.
 //!
 //! Every batch is one RocksDB write: a command's changes reach disk all together or not at all.
 
@@ -21,6 +23,8 @@ use crate::types::{INITIAL_REVISION, KeyValue, LeaseId, Revision};
 
 const HISTORY: &str = "history";
 const META: &str = "meta";
+const LEASE: &str = "lease";
+const FAMILIES: [&str; 3] = [HISTORY, META, LEASE];
 
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACT_REVISION: &[u8] = b"compact_revision";
@@ -185,13 +189,17 @@ pub(crate) struct Meta {
 pub(crate) enum Family {
     History,
     Meta,
+    Lease,
 }
 
 impl Family {
+    const ALL: [Family; 3] = [Family::History, Family::Meta, Family::Lease];
+
     fn name(self) -> &'static str {
         match self {
             Family::History => HISTORY,
             Family::Meta => META,
+            Family::Lease => LEASE,
         }
     }
 }
@@ -228,7 +236,7 @@ impl Storage {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(DBCompressionType::Lz4);
-        let families = [HISTORY, META].map(|name| {
+        let families = FAMILIES.map(|name| {
             let mut family = Options::default();
             family.set_compression_type(DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(name, family)
@@ -261,12 +269,16 @@ impl Storage {
         })
     }
 
-    /// Every change in history, in revision order.
-    pub fn history(&self) -> impl Iterator<Item = Result<(ChangeId, Change), StorageError>> + '_ {
+    /// The changes from revision `from` on, in revision order.
+    pub fn history_from(
+        &self,
+        from: Revision,
+    ) -> impl Iterator<Item = Result<(ChangeId, Change), StorageError>> + '_ {
+        let start = ChangeId { main: from, sub: 0 }.encode();
         self.db
             .iterator_cf(
                 self.family(HISTORY),
-                IteratorMode::From(&[], Direction::Forward),
+                IteratorMode::From(&start, Direction::Forward),
             )
             .map(|item| {
                 let (key, value) = item?;
@@ -288,6 +300,31 @@ impl Storage {
 
     pub fn stage_removal(&self, batch: &mut WriteBatch, id: ChangeId) {
         batch.delete_cf(self.family(HISTORY), id.encode());
+    }
+
+    /// Every granted lease and its TTL, in id order.
+    pub fn leases(&self) -> impl Iterator<Item = Result<(LeaseId, i64), StorageError>> + '_ {
+        self.db
+            .iterator_cf(self.family(LEASE), IteratorMode::Start)
+            .map(|item| {
+                let (key, value) = item?;
+                let id: [u8; 8] = key[..]
+                    .try_into()
+                    .map_err(|_| corrupt(LEASE, "lease id of wrong length"))?;
+                let ttl: [u8; 8] = value[..]
+                    .try_into()
+                    .map_err(|_| corrupt(LEASE, "lease TTL of wrong length"))?;
+                Ok((i64::from_be_bytes(id), i64::from_be_bytes(ttl)))
+            })
+    }
+
+    /// Stages a grant (`Some(ttl)`) or a revocation (`None`) of lease `id`.
+    pub fn stage_lease(&self, batch: &mut WriteBatch, id: LeaseId, ttl: Option<i64>) {
+        let family = self.family(LEASE);
+        match ttl {
+            Some(ttl) => batch.put_cf(family, id.to_be_bytes(), ttl.to_be_bytes()),
+            None => batch.delete_cf(family, id.to_be_bytes()),
+        }
     }
 
     pub fn stage_meta(&self, batch: &mut WriteBatch, meta: &Meta) {
@@ -316,26 +353,24 @@ impl Storage {
         Ok(())
     }
 
-    /// Every record of both families, family by family, in key order: the store's whole state
+    /// Every record of every family, family by family, in key order: the store's whole state
     /// in a form [`Storage::stage_record`] takes back.
     pub fn records(&self) -> impl Iterator<Item = Result<Record, StorageError>> + '_ {
-        [Family::History, Family::Meta]
-            .into_iter()
-            .flat_map(move |family| {
-                self.db
-                    .iterator_cf(
-                        self.family(family.name()),
-                        IteratorMode::From(&[], Direction::Forward),
-                    )
-                    .map(move |item| {
-                        let (key, value) = item?;
-                        Ok(Record {
-                            family,
-                            key: key.into_vec(),
-                            value: value.into_vec(),
-                        })
+        Family::ALL.into_iter().flat_map(move |family| {
+            self.db
+                .iterator_cf(
+                    self.family(family.name()),
+                    IteratorMode::From(&[], Direction::Forward),
+                )
+                .map(move |item| {
+                    let (key, value) = item?;
+                    Ok(Record {
+                        family,
+                        key: key.into_vec(),
+                        value: value.into_vec(),
                     })
-            })
+                })
+        })
     }
 
     pub fn stage_record(&self, batch: &mut WriteBatch, record: &Record) {
@@ -348,7 +383,7 @@ impl Storage {
 
     /// Bytes on disk plus bytes in memtables: what etcd reports as the database size.
     pub fn size_bytes(&self) -> u64 {
-        [HISTORY, META]
+        FAMILIES
             .iter()
             .map(|name| {
                 let family = self.family(name);

@@ -109,8 +109,7 @@ impl Kernel {
                     if (put.ignore_value || put.ignore_lease) && !exists {
                         return Err(KvError::KeyNotFound);
                     }
-                    // No leases exist yet (issue 4): any named lease is unknown.
-                    if put.lease != NO_LEASE {
+                    if put.lease != NO_LEASE && self.lease_ttl(put.lease).is_none() {
                         return Err(KvError::LeaseNotFound);
                     }
                 }

@@ -53,6 +53,14 @@ impl KeyRange {
         }
     }
 
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Key(only) => only.as_slice() == key,
+            KeyRange::Interval { start, end } => start.as_slice() <= key && key < end.as_slice(),
+            KeyRange::From(start) => start.as_slice() <= key,
+        }
+    }
+
     /// The first key of the range; etcd requires it to be non-empty.
     pub fn start(&self) -> &[u8] {
         match self {
@@ -246,6 +254,48 @@ pub struct CompactResponse {
     pub revision: Revision,
 }
 
+/// The longest TTL a lease may have, in seconds: etcd's `MaxLeaseTTL`.
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
+
+/// Grants lease `id` for `ttl` seconds. The member that receives the client's request picks the
+/// id (when the client leaves it to the server) and applies the minimum TTL, so the command is
+/// final and every replica grants the same lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrantRequest {
+    pub id: LeaseId,
+    pub ttl: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrantResponse {
+    pub revision: Revision,
+    pub id: LeaseId,
+    pub ttl: i64,
+}
+
+/// Revokes a lease: every key attached to it is deleted, all at one revision. Clients send it,
+/// and so does the leader when a lease expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRevokeRequest {
+    pub id: LeaseId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRevokeResponse {
+    pub revision: Revision,
+}
+
+/// A granted lease as the replicated state knows it. How long it has left is not replicated
+/// state: the leader keeps each lease's deadline in memory and revokes it through the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: LeaseId,
+    /// The TTL it was granted with, in seconds.
+    pub ttl: i64,
+    /// The keys attached to it, in key order.
+    pub keys: Vec<Vec<u8>>,
+}
+
 /// A state change, applied in log order on every replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -253,6 +303,8 @@ pub enum Command {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 /// The result of applying a [`Command`], of the matching kind.
@@ -262,4 +314,29 @@ pub enum CommandResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change to one key, as watchers see it (etcd's `mvccpb.Event`). For a delete, `kv` holds
+/// only the key and the revision of the delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    /// The key's state before the change, if it existed and is still in history.
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl Event {
+    /// The revision of the change.
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
 }

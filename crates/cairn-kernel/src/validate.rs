@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use crate::error::KvError;
 use crate::types::{
-    Command, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Command, DeleteRangeRequest, KeyRange, LEASE_TTL_MAX, LeaseGrantRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
 };
 
 /// etcd's default for `--max-txn-ops`.
@@ -33,8 +34,21 @@ pub fn command(command: &Command, limits: &Limits) -> Result<(), KvError> {
         Command::Put(put) => put_request(put),
         Command::DeleteRange(delete) => delete_request(delete),
         Command::Txn(txn) => txn_request(txn, limits),
-        Command::Compact(_) => Ok(()),
+        Command::Compact(_) | Command::LeaseRevoke(_) => Ok(()),
+        Command::LeaseGrant(grant) => lease_grant(grant),
     }
+}
+
+/// etcd refuses lease 0 (it means "no lease"; the receiving member picks an id for a client
+/// that leaves it to the server) and TTLs beyond [`LEASE_TTL_MAX`].
+pub fn lease_grant(grant: &LeaseGrantRequest) -> Result<(), KvError> {
+    if grant.id == crate::types::NO_LEASE {
+        return Err(KvError::LeaseNotFound);
+    }
+    if grant.ttl > LEASE_TTL_MAX {
+        return Err(KvError::LeaseTtlTooLarge);
+    }
+    Ok(())
 }
 
 pub fn range_request(range: &RangeRequest) -> Result<(), KvError> {

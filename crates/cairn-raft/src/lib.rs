@@ -25,7 +25,7 @@ pub use replica::{
     Bootstrap, MemberStatus, RaftSettings, RaftStatus, Replica, ReplicaError, StartError,
 };
 pub use state_machine::{Backup, RestoreError, holds_member, restore_backup};
-pub use types::{Applied, Member, MemberId};
+pub use types::{Applied, AppliedEvents, Member, MemberId};
 
 /// openraft's own conformance suite for storage, run against the RocksDB log store and the
 /// kernel-backed state machine: vote, log, purge, truncation, membership and snapshot rules as
@@ -51,7 +51,8 @@ mod storage_conformance {
             let (kernel, name) = open_kernel(&dirs, Limits::default()).expect("opening the kernel");
             let kernel = Arc::new(RwLock::new(kernel));
             let log = LogStore::open(&dirs.log).expect("opening the log");
-            let state_machine = StateMachine::new(kernel, name, dirs, Limits::default());
+            let (events, _) = tokio::sync::broadcast::channel(16);
+            let state_machine = StateMachine::new(kernel, name, dirs, Limits::default(), events);
             Ok((dir, log, state_machine))
         }
     }

@@ -11,18 +11,21 @@ use cairn_kernel::{Command, Kernel, Limits};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{RwLock, mpsc, oneshot};
+use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
 
 use crate::log_store::LogStore;
 use crate::network::{PeerCall, Peers, peer_url};
 use crate::proposer::{Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
-use crate::types::{Batch, Member, MemberId, Raft};
+use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
 
 /// How long a write or a linearizable read may wait for a leader before it fails.
 pub(crate) const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Pause between attempts while no leader is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Applies announced to watchers that a slow receiver may fall behind by before it must read
+/// history instead.
+const EVENT_BATCHES_BUFFERED: usize = 1024;
 
 /// Timing and retention settings, with etcd's names and defaults where etcd has them.
 #[derive(Clone, Debug)]
@@ -143,6 +146,7 @@ pub struct Replica {
     /// Writes waiting to be batched into the next log entry.
     queue: mpsc::Sender<Queued>,
     reads: Arc<Mutex<ReadRounds>>,
+    events: broadcast::Sender<Arc<AppliedEvents>>,
 }
 
 /// Linearizable reads waiting for a ReadIndex round.
@@ -165,7 +169,14 @@ impl Replica {
         let (kernel, kernel_name) = open_kernel(&dirs, limits)?;
         let kernel = Arc::new(RwLock::new(kernel));
         let log_store = LogStore::open(&dirs.log)?;
-        let state_machine = StateMachine::new(kernel.clone(), kernel_name, dirs.clone(), limits);
+        let (events, _) = broadcast::channel(EVENT_BATCHES_BUFFERED);
+        let state_machine = StateMachine::new(
+            kernel.clone(),
+            kernel_name,
+            dirs.clone(),
+            limits,
+            events.clone(),
+        );
         let heartbeat = settings.heartbeat_interval.as_millis() as u64;
         let election = settings.election_timeout.as_millis() as u64;
         let config = Config {
@@ -220,6 +231,7 @@ impl Replica {
             proposer,
             queue,
             reads: Arc::default(),
+            events,
         })
     }
 
@@ -230,6 +242,21 @@ impl Replica {
     /// The kernel, for reads; its lock is shared with the state machine, which applies under it.
     pub fn kernel(&self) -> &Arc<RwLock<Kernel>> {
         &self.kernel
+    }
+
+    /// Announcements of what each apply changed, in revision order, from now on. A receiver that
+    /// falls more than a thousand applies behind is told it lagged and must read history.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
+        self.events.subscribe()
+    }
+
+    /// The peer URLs of the member this one believes leads, if any.
+    pub fn leader_peer_urls(&self) -> Option<Vec<String>> {
+        let leader = self.status().leader?;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let member = metrics.membership_config.membership().get_node(&leader)?;
+        Some(member.peer_urls.clone())
     }
 
     /// Writes a backup of this member's applied state, in the snapshot format.

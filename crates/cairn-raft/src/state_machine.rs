@@ -28,16 +28,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cairn_kernel::{Durability, Kernel, Limits};
+use cairn_kernel::{Durability, Kernel, Limits, Revision};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, broadcast};
 
 use crate::codec;
 use crate::types::{
-    Applied, Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    Applied, AppliedEvents, Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
 };
 
 const CURRENT: &str = "CURRENT";
@@ -140,6 +140,8 @@ pub struct StateMachine {
     dirs: StateDirs,
     limits: Limits,
     snapshots_taken: Arc<AtomicU64>,
+    /// Announces applied changes; sent under the kernel's write lock, so in revision order.
+    events: broadcast::Sender<Arc<AppliedEvents>>,
 }
 
 impl StateMachine {
@@ -148,6 +150,7 @@ impl StateMachine {
         kernel_name: String,
         dirs: StateDirs,
         limits: Limits,
+        events: broadcast::Sender<Arc<AppliedEvents>>,
     ) -> StateMachine {
         StateMachine {
             kernel,
@@ -155,7 +158,22 @@ impl StateMachine {
             dirs,
             limits,
             snapshots_taken: Arc::default(),
+            events,
         }
+    }
+
+    /// Tells watchers what the kernel's last commit changed. Nobody listening is no error.
+    fn announce(&self, kernel: &mut Kernel, revision_before: Revision) {
+        let events = kernel.take_events();
+        if kernel.revision() == revision_before {
+            debug_assert!(events.is_empty(), "events without a new revision");
+            return;
+        }
+        let _ = self.events.send(Arc::new(AppliedEvents {
+            first_revision: revision_before + 1,
+            revision: kernel.revision(),
+            events,
+        }));
     }
 }
 
@@ -185,6 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut kernel = self.kernel.write().await;
+        let revision_before = kernel.revision();
         let mut applied = applied_of(&kernel)?;
         let mut responses = Vec::new();
         for entry in entries {
@@ -206,6 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         kernel
             .commit(Durability::Buffered)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.announce(&mut kernel, revision_before);
         Ok(responses)
     }
 
@@ -270,6 +290,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.dirs.switch_to(&next_name).map_err(fail)?;
         let old_name = std::mem::replace(&mut self.kernel_name, next_name);
         *kernel = restored;
+        // The events between the old state and the snapshot's are in the new kernel's history,
+        // not in memory: announce the jump so watchers read them from there.
+        let revision = kernel.revision();
+        let _ = self.events.send(Arc::new(AppliedEvents {
+            first_revision: revision + 1,
+            revision,
+            events: Vec::new(),
+        }));
         drop(kernel);
         let _ = std::fs::remove_dir_all(self.dirs.kernel_dir(&old_name));
         publish_snapshot(&self.dirs, &installing, meta).map_err(fail)?;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use cairn_kernel::{Command, CommandResponse, KvError};
+use cairn_kernel::{Command, CommandResponse, Event, KvError, Revision};
 use serde::{Deserialize, Serialize};
 
 /// A member's ID: etcd's member ID, used as the Raft node ID.
@@ -33,6 +33,16 @@ pub struct Batch(pub Vec<Command>);
 /// batch, and none for entries that carry no commands (membership changes, a new leader's blank
 /// entry).
 pub type Applied = Vec<Result<CommandResponse, KvError>>;
+
+/// What applying log entries changed, as a member announces it to its watchers: the events of
+/// revisions `first_revision..=revision`, in order. After a snapshot install the events are
+/// missing (`first_revision` is past `revision`): whoever needs them reads them from history.
+#[derive(Debug)]
+pub struct AppliedEvents {
+    pub first_revision: Revision,
+    pub revision: Revision,
+    pub events: Vec<Event>,
+}
 
 openraft::declare_raft_types!(
     /// Cairn's Raft: kernel commands in, kernel responses out, members as nodes, snapshots as

@@ -86,6 +86,16 @@ pub struct ServeConfig {
     #[arg(long, env = "CAIRN_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
+    /// How often a watcher that asked for progress notifications and received nothing is told
+    /// the revision it is up to date with (etcd's flag and default), e.g. `10m`, `500ms`.
+    #[arg(
+        long = "experimental-watch-progress-notify-interval",
+        env = "CAIRN_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = humantime::parse_duration
+    )]
+    pub watch_progress_notify_interval: std::time::Duration,
+
     /// Log entries applied between two snapshots.
     #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,

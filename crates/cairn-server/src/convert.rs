@@ -164,6 +164,22 @@ fn key_value(kv: kernel::KeyValue) -> mvccpb::KeyValue {
     }
 }
 
+/// A watch event; `prev_kv` says whether the watcher asked for the previous state.
+pub fn event(e: &kernel::Event, prev_kv: bool) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: match e.kind {
+            kernel::EventKind::Put => mvccpb::event::EventType::Put,
+            kernel::EventKind::Delete => mvccpb::event::EventType::Delete,
+        } as i32,
+        kv: Some(key_value(e.kv.clone())),
+        prev_kv: if prev_kv {
+            e.prev_kv.clone().map(key_value)
+        } else {
+            None
+        },
+    }
+}
+
 pub fn range_response(r: kernel::RangeResponse) -> pb::RangeResponse {
     pb::RangeResponse {
         header: revision_header(r.revision),

@@ -7,7 +7,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::node::SharedNode;
+use crate::node::{SharedNode, mismatched};
 use crate::status::kernel_status;
 
 pub struct KvService {
@@ -61,11 +61,6 @@ fn is_serializable(txn: &pb::TxnRequest) -> bool {
             Some(Op::RequestTxn(txn)) => is_serializable(txn),
             Some(Op::RequestPut(_) | Op::RequestDeleteRange(_)) | None => false,
         })
-}
-
-/// Applying a command yields the response of its kind; anything else is a bug.
-fn mismatched(response: &CommandResponse) -> ! {
-    panic!("a command was answered with a response of another kind: {response:?}")
 }
 
 #[tonic::async_trait]

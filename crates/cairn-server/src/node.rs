@@ -66,3 +66,8 @@ impl Node {
 }
 
 pub type SharedNode = Arc<Node>;
+
+/// Applying a command yields the response of its kind; anything else is a bug.
+pub fn mismatched(response: &CommandResponse) -> ! {
+    panic!("a command was answered with a response of another kind: {response:?}")
+}

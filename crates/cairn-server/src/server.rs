@@ -9,7 +9,9 @@ use anyhow::Context;
 use cairn_kernel::Limits;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_raft::{Bootstrap, Member, PeerService, RaftSettings, Replica};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -19,8 +21,11 @@ use crate::cluster::ClusterService;
 use crate::config::{ClusterState, ServeConfig, listen_address, parse_initial_cluster, split_urls};
 use crate::identity;
 use crate::kv::KvService;
+use crate::lease::LeaseService;
+use crate::lessor::{Lessor, LessorPeerService};
 use crate::maintenance::MaintenanceService;
 use crate::node::Node;
+use crate::watch::{WatchService, WatchSettings};
 
 /// Room for a request's framing on top of `--max-request-bytes`, as etcd allows, so an oversized
 /// write gets etcd's "request is too large" rather than a transport error.
@@ -74,11 +79,19 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         limits,
     });
 
+    let lessor = Lessor::new(node.clone(), settings.election_timeout);
+    let watch_settings = WatchSettings {
+        progress_notify_interval: config.watch_progress_notify_interval,
+        fragment_bytes: config.max_request_bytes,
+    };
+
     let (stop, stopped) = watch::channel(false);
+    let expiring = tokio::spawn(lessor.clone().run(stopped.clone()));
     let mut servers = tokio::task::JoinSet::new();
     for address in peer_addresses {
-        let router =
-            tonic::transport::Server::builder().add_service(PeerService::server(replica.clone()));
+        let router = tonic::transport::Server::builder()
+            .add_service(PeerService::server(replica.clone()))
+            .add_service(LessorPeerService::server(lessor.clone()));
         let listener = bind(address).await?;
         // Peers are Cairn members, whose headers need no repair.
         servers.spawn(serve_on(
@@ -103,6 +116,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
             )
             .add_service(
                 ClusterServer::new(ClusterService::new(node.clone(), token.clone()))
+                    .max_decoding_message_size(decoding_bytes_max),
+            )
+            .add_service(
+                LeaseServer::new(LeaseService::new(node.clone(), lessor.clone()))
+                    .max_decoding_message_size(decoding_bytes_max),
+            )
+            .add_service(
+                WatchServer::new(WatchService::new(node.clone(), watch_settings))
                     .max_decoding_message_size(decoding_bytes_max),
             );
         let listener = bind(address).await?;
@@ -140,6 +161,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         result.context("server task")??;
     }
     publishing.await.context("publishing task")?;
+    expiring.await.context("lease expiry task")?;
+    drop(lessor);
     drop(node);
     // Raft's tasks own the log and the state machine; once they end, the kernel's and the log's
     // RocksDB close, before the process exits.

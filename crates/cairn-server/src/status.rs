@@ -22,6 +22,8 @@ pub fn kv_status(error: &KvError) -> Status {
         | KvError::TooManyOps
         | KvError::DuplicateKey => Code::InvalidArgument,
         KvError::LeaseNotFound => Code::NotFound,
+        KvError::LeaseExists => Code::FailedPrecondition,
+        KvError::LeaseTtlTooLarge => Code::OutOfRange,
         KvError::Compacted | KvError::FutureRevision => Code::OutOfRange,
     };
     Status::new(code, error.to_string())
