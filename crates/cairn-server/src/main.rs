@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a member, serving clients until SIGINT or SIGTERM.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Backups, as `etcdctl snapshot save` takes them from a running member.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(cairn_server::server::serve(config, shutdown_signal()))
+            runtime.block_on(cairn_server::server::serve(*config, shutdown_signal()))
         }
         Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
             let revision =
