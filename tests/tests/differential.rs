@@ -1,5 +1,6 @@
-//! One seeded random sequence of KV operations against a real etcd 3.4 and against cairn, every
-//! response compared. Only what legitimately differs between two clusters is normalised: the
+//! One seeded random sequence of KV and lease operations against a real etcd 3.4 and against
+//! cairn, every response compared, and watches replaying history from random revisions (with
+//! random ranges, filters and prev_kv) compared event for event. Only what legitimately differs between two clusters is normalised: the
 //! cluster and member IDs and the Raft term in the outermost header. Revisions, values, counts,
 //! `more` flags, error codes and error messages must match exactly.
 //!
@@ -9,12 +10,19 @@
 //! `CAIRN_DIFF_SEED` and `CAIRN_DIFF_OPS` replay or lengthen a run.
 
 use cairn_proto::etcdserverpb::compare::{CompareTarget, TargetUnion};
+use std::time::Duration;
+
 use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::request_op::Request;
+use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
-    TxnResponse,
+    TxnResponse, WatchCreateRequest, WatchRequest,
 };
 use cairn_tests::{start_cairn, start_etcd};
 use rand::rngs::StdRng;
@@ -34,7 +42,17 @@ enum Op {
     Delete(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    Grant(LeaseGrantRequest),
+    Revoke(LeaseRevokeRequest),
+    TimeToLive(LeaseTimeToLiveRequest),
+    Leases,
+    /// Replays history through a new watch.
+    Watch(WatchCreateRequest),
 }
+
+/// Leases are granted with explicit IDs from this set, so both servers use the same ones, and
+/// with TTLs far longer than the run, so none expires on one server and not the other.
+const LEASE_IDS: std::ops::RangeInclusive<i64> = 1..=5;
 
 /// Generates operations, tracking the revision only to aim revision arguments near it.
 struct Generator {
@@ -96,7 +114,7 @@ impl Generator {
             }
             1 => put.ignore_value = true,
             2 => put.ignore_lease = true,
-            3 => put.lease = 7,
+            3 | 5 => put.lease = self.rng.random_range(LEASE_IDS),
             4 => put.key.clear(),
             _ => {}
         }
@@ -203,8 +221,52 @@ impl Generator {
         }
     }
 
+    fn lease(&mut self) -> Op {
+        let id = self.rng.random_range(LEASE_IDS);
+        match self.rng.random_range(0..10) {
+            0..=3 => Op::Grant(LeaseGrantRequest {
+                id,
+                ttl: [100, 1000, 9_000_000_001][self.rng.random_range(0..3)],
+            }),
+            4..=5 => Op::Revoke(LeaseRevokeRequest { id }),
+            6..=8 => Op::TimeToLive(LeaseTimeToLiveRequest {
+                id,
+                keys: self.rng.random_bool(0.5),
+            }),
+            _ => Op::Leases,
+        }
+    }
+
+    fn watch(&mut self) -> Op {
+        use cairn_proto::etcdserverpb::watch_create_request::FilterType;
+        // Half of them watch every key, so replays carry many events.
+        let (key, range_end) = if self.rng.random_bool(0.5) {
+            (vec![0], vec![0])
+        } else {
+            self.range()
+        };
+        let filters = match self.rng.random_range(0..4) {
+            0 => vec![FilterType::Noput as i32],
+            1 => vec![FilterType::Nodelete as i32],
+            _ => Vec::new(),
+        };
+        Op::Watch(WatchCreateRequest {
+            key,
+            range_end,
+            // Mostly recent history, which compaction has not reached yet; sometimes the future.
+            start_revision: self
+                .rng
+                .random_range((self.revision_hint - 40).max(1)..=self.revision_hint + 1),
+            filters,
+            prev_kv: self.rng.random_bool(0.5),
+            ..Default::default()
+        })
+    }
+
     fn op(&mut self) -> Op {
-        match self.rng.random_range(0..100) {
+        match self.rng.random_range(0..110) {
+            100..=107 => self.lease(),
+            108..=109 => self.watch(),
             0..=34 => Op::Put(self.put()),
             35..=59 => Op::Range(self.range_request()),
             60..=71 => Op::Delete(self.delete(false)),
@@ -239,7 +301,11 @@ answers!(
     RangeResponse,
     DeleteRangeResponse,
     TxnResponse,
-    CompactionResponse
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse,
+    LeaseTimeToLiveResponse,
+    LeaseLeasesResponse
 );
 
 /// What a server answered, with the fields that name the cluster cleared.
@@ -258,14 +324,95 @@ fn show<T: Answer>(result: Result<tonic::Response<T>, tonic::Status>) -> String 
     }
 }
 
-async fn execute(client: &mut KvClient<Channel>, op: Op) -> String {
+struct Clients {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    watch: WatchClient<Channel>,
+}
+
+impl Clients {
+    async fn connect(endpoint: &str) -> Clients {
+        let channel = Channel::from_shared(endpoint.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Clients {
+            kv: KvClient::new(channel.clone()),
+            lease: LeaseClient::new(channel.clone()),
+            watch: WatchClient::new(channel),
+        }
+    }
+}
+
+async fn execute(clients: &mut Clients, op: Op) -> String {
+    let client = &mut clients.kv;
     match op {
         Op::Put(r) => show(client.put(r).await),
         Op::Range(r) => show(client.range(r).await),
         Op::Delete(r) => show(client.delete_range(r).await),
         Op::Txn(r) => show(client.txn(r).await),
         Op::Compact(r) => show(client.compact(r).await),
+        Op::Grant(r) => show(clients.lease.lease_grant(r).await),
+        Op::Revoke(r) => show(clients.lease.lease_revoke(r).await),
+        Op::TimeToLive(r) => show(
+            clients
+                .lease
+                .lease_time_to_live(r)
+                .await
+                .map(|mut response| {
+                    let answer = response.get_mut();
+                    // Seconds left depend on when each server was asked; the keys' order on Go's map.
+                    answer.ttl = answer.ttl.min(0);
+                    answer.keys.sort();
+                    response
+                }),
+        ),
+        Op::Leases => show(clients.lease.lease_leases(LeaseLeasesRequest {}).await.map(
+            |mut response| {
+                response.get_mut().leases.sort_by_key(|lease| lease.id);
+                response
+            },
+        )),
+        Op::Watch(create) => replay(&mut clients.watch, create).await,
     }
+}
+
+/// What a watch from the past delivers: whether it was created, every event in order (however
+/// the server grouped them into responses), and how it was cancelled, if it was. The watch is
+/// read until it stays quiet for a moment, by which time history has been replayed.
+async fn replay(client: &mut WatchClient<Channel>, create: WatchCreateRequest) -> String {
+    let request = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(create)),
+    };
+    let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
+    requests.send(request).unwrap();
+    let mut stream = client
+        .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            requests_rx,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(response))) =
+        tokio::time::timeout(Duration::from_millis(300), stream.message()).await
+    {
+        if response.created {
+            seen.push("created".to_string());
+        }
+        for event in response.events {
+            seen.push(format!("{event:?}"));
+        }
+        if response.canceled {
+            seen.push(format!(
+                "watch {} canceled at {} ({})",
+                response.watch_id, response.compact_revision, response.cancel_reason
+            ));
+            break;
+        }
+    }
+    seen.join("\n")
 }
 
 fn revision_of(response: &str) -> Option<i64> {
@@ -290,8 +437,8 @@ async fn random_operations_match_etcd() {
         .await
         .expect("the reference etcd must start");
     let cairn = start_cairn(&dir.path().join("cairn-data")).await.unwrap();
-    let mut etcd_client = etcd.kv().await.unwrap();
-    let mut cairn_client = cairn.kv().await.unwrap();
+    let mut etcd_client = Clients::connect(&etcd.endpoint).await;
+    let mut cairn_client = Clients::connect(&cairn.endpoint).await;
 
     let mut generator = Generator {
         rng: StdRng::seed_from_u64(seed),
@@ -299,12 +446,16 @@ async fn random_operations_match_etcd() {
     };
     let mut differences = Vec::new();
     let mut errors = 0;
+    let mut watch_events = 0;
     for step in 0..ops {
         let op = generator.op();
         let expected = execute(&mut etcd_client, op.clone()).await;
         let actual = execute(&mut cairn_client, op.clone()).await;
         if expected.starts_with("error") {
             errors += 1;
+        }
+        if matches!(op, Op::Watch(_)) {
+            watch_events += expected.matches("Event {").count();
         }
         if let Some(revision) = revision_of(&expected) {
             generator.revision_hint = generator.revision_hint.max(revision);
@@ -325,6 +476,10 @@ async fn random_operations_match_etcd() {
             .cloned()
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert!(
+        watch_events >= 20,
+        "watches replayed only {watch_events} events"
     );
     // The sequence must have exercised both paths, not only errors or only successes.
     assert!(

@@ -32,7 +32,7 @@ use crate::node::SharedNode;
 const OUTBOUND_BUFFERED: usize = 128;
 /// Events read from history at a time, under the kernel's read lock.
 const HISTORY_PAGE_EVENTS: usize = 1_000;
-/// etcd's watch id for responses that belong to no watcher (progress answers).
+/// etcd's watch id for responses that belong to no watcher (progress answers, refusals).
 const NO_WATCHER: i64 = -1;
 
 #[derive(Clone, Copy, Debug)]
@@ -186,6 +186,12 @@ impl Session {
     }
 
     async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Gone> {
+        let range = KeyRange::from_etcd(create.key, create.range_end);
+        if let KeyRange::Interval { start, end } = &range
+            && start >= end
+        {
+            return self.refuse_create("mvcc: watcher range is empty").await;
+        }
         let id = match create.watch_id {
             0 => {
                 while self.watchers.contains_key(&self.next_auto_id) {
@@ -194,14 +200,9 @@ impl Session {
                 self.next_auto_id
             }
             id if self.watchers.contains_key(&id) => {
-                let response = pb::WatchResponse {
-                    watch_id: id,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
-                    ..self.response(self.synced_revision)
-                };
-                return self.send(response).await;
+                return self
+                    .refuse_create("mvcc: duplicate watch ID provided on the WatchStream")
+                    .await;
             }
             id => id,
         };
@@ -209,7 +210,7 @@ impl Session {
         use pb::watch_create_request::FilterType;
         let filters = |wanted: FilterType| create.filters.contains(&(wanted as i32));
         let watcher = Watcher {
-            range: KeyRange::from_etcd(create.key, create.range_end),
+            range,
             next_revision: if create.start_revision > 0 {
                 create.start_revision
             } else {
@@ -234,6 +235,18 @@ impl Session {
             self.catch_up(id).await?;
         }
         Ok(())
+    }
+
+    /// etcd's answer to a watch it cannot create: created and cancelled at once, with no id.
+    async fn refuse_create(&self, reason: &str) -> Result<(), Gone> {
+        let response = pb::WatchResponse {
+            watch_id: NO_WATCHER,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..self.response(self.synced_revision)
+        };
+        self.send(response).await
     }
 
     /// Hands out the events of one apply, and sends watchers that missed earlier ones to
