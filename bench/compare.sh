@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs the same workloads against etcd (Debian's etcd-server) and cairn, each as a cluster of
 # MEMBERS members (1 or 3; default 1) on loopback, side by side in one run, and prints a Markdown
-# table with cairn/etcd ratios. Clients spread their connections over every member. Each workload
+# table with cairn/etcd ratios. KV clients spread their connections over every member; watchers
+# sit on one member (a follower, when there are three) and the writer on the leader. Each workload
 # runs against etcd and cairn in turn, ROUNDS times; figures are medians.
 #
 #   bench/compare.sh                # after `make build`; `make bench` does both
 #   MEMBERS=3 bench/compare.sh      # three-member clusters
 #   ROUNDS=5 bench/compare.sh       # more rounds, steadier medians
+#   WORKLOADS=watch bench/compare.sh  # only some of the tables: kv, watch, failover (default all;
+#                                     # failover needs MEMBERS=3)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +43,10 @@ wait_ready() {
 }
 
 members=${MEMBERS:-1}
+workload_tables=${WORKLOADS:-kv watch failover}
+
+# wants TABLE: whether WORKLOADS asks for TABLE.
+wants() { [[ " $workload_tables " == *" $1 "* ]]; }
 
 # Each member's client URL and process ID, by client URL, so a member can be killed and restarted.
 declare -A member_pid member_command
@@ -86,13 +93,28 @@ wait_writable() {
   exit 1
 }
 
+# leader_of ENDPOINTS: prints the client URL of the leader among ENDPOINTS.
+leader_of() {
+  ETCDCTL_API=3 etcdctl --endpoints "$1" endpoint status -w json | python3 -c '
+import json, sys
+print(next(s["Endpoint"] for s in json.load(sys.stdin) if s["Status"]["leader"] == s["Status"]["header"]["member_id"]))'
+}
+
+# watch_endpoints ENDPOINTS: prints a follower's URL, then the leader's. cairn-bench watches on
+# the first and writes through the last, so on a cluster every event crosses from the leader to
+# a follower, the same path for etcd and cairn whichever member won the election.
+watch_endpoints() {
+  local leader follower
+  leader=$(leader_of "$1")
+  follower=$(tr , '\n' <<<"$1" | grep -vx "$leader" | head -n 1 || true)
+  echo "${follower:+$follower,}$leader"
+}
+
 # failover_ms ENDPOINTS: SIGKILLs the leader, then prints the milliseconds until a put through
 # the other members succeeds; restarts the killed member and waits until it is back.
 failover_ms() {
   local leader others start end
-  leader=$(ETCDCTL_API=3 etcdctl --endpoints "$1" endpoint status -w json | python3 -c '
-import json, sys
-print(next(s["Endpoint"] for s in json.load(sys.stdin) if s["Status"]["leader"] == s["Status"]["header"]["member_id"]))')
+  leader=$(leader_of "$1")
   others=$(tr , '\n' <<<"$1" | grep -vx "$leader" | paste -sd,)
   start=$(date +%s%N)
   kill -9 "${member_pid[$leader]}"
@@ -117,30 +139,71 @@ workloads=(
   "range linearizable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency l"
   "range serializable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency s"
 )
+# 10,000 watchers on one member, 1,000 puts at 200/s; each put reaches FANOUT watchers, so the
+# rows step the event rate from 2,000 to 200,000 per second.
+watch_workloads=(
+  "fan-out 10|--conns 4 --total 1000 watch --watchers 10000 --streams 100 --fanout 10 --rate 200"
+  "fan-out 100|--conns 4 --total 1000 watch --watchers 10000 --streams 100 --fanout 100 --rate 200"
+  "fan-out 1000|--conns 4 --total 1000 watch --watchers 10000 --streams 100 --fanout 1000 --rate 200"
+)
 
-field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
+# field NAME: the value of NAME=value in each line (one field a line, so p50_ms never matches
+# put_p50_ms).
+field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
 median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# med FIELD etcd|cairn: the median of FIELD over the last rounds against etcd or cairn.
+med() { field "$1" <"$work/$2.out" | median; }
+ratio() { awk -v c="$1" -v e="$2" 'BEGIN {printf "%.2f", c / e}'; }
 
-echo "$members-member clusters, $rounds rounds, medians"
-echo
-echo "| workload | etcd req/s | cairn req/s | cairn/etcd | etcd p50 / p99 ms | cairn p50 / p99 ms |"
-echo "|---|---:|---:|---:|---:|---:|"
-for workload in "${workloads[@]}"; do
-  name=${workload%%|*}
-  read -r -a arguments <<<"${workload#*|}"
+# run_rounds ETCD_ENDPOINTS CAIRN_ENDPOINTS ARGUMENTS...: runs cairn-bench ROUNDS times against
+# etcd and cairn in turn, into $work/etcd.out and $work/cairn.out.
+run_rounds() {
+  local etcd=$1 cairn=$2
+  shift 2
   : >"$work/etcd.out"; : >"$work/cairn.out"
   for _ in $(seq 1 "$rounds"); do
-    "$bench" --endpoints "$etcd_url" "${arguments[@]}" >>"$work/etcd.out"
-    "$bench" --endpoints "$cairn_url" "${arguments[@]}" >>"$work/cairn.out"
+    "$bench" --endpoints "$etcd" "$@" >>"$work/etcd.out"
+    "$bench" --endpoints "$cairn" "$@" >>"$work/cairn.out"
   done
-  et=$(field throughput <"$work/etcd.out" | median); ct=$(field throughput <"$work/cairn.out" | median)
-  e50=$(field p50_ms <"$work/etcd.out" | median); e99=$(field p99_ms <"$work/etcd.out" | median)
-  c50=$(field p50_ms <"$work/cairn.out" | median); c99=$(field p99_ms <"$work/cairn.out" | median)
-  ratio=$(awk -v c="$ct" -v e="$et" 'BEGIN {printf "%.2f", c / e}')
-  printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$et" "$ct" "$ratio" "$e50" "$e99" "$c50" "$c99"
-done
+}
 
-if [ "$members" -ge 3 ]; then
+echo "$members-member clusters, $rounds rounds, medians"
+
+if wants kv; then
+  echo
+  echo "| workload | etcd req/s | cairn req/s | cairn/etcd | etcd p50 / p99 ms | cairn p50 / p99 ms |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for workload in "${workloads[@]}"; do
+    name=${workload%%|*}
+    read -r -a arguments <<<"${workload#*|}"
+    run_rounds "$etcd_url" "$cairn_url" "${arguments[@]}"
+    et=$(med throughput etcd); ct=$(med throughput cairn)
+    printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$et" "$ct" "$(ratio "$ct" "$et")" \
+      "$(med p50_ms etcd)" "$(med p99_ms etcd)" "$(med p50_ms cairn)" "$(med p99_ms cairn)"
+  done
+fi
+
+if wants watch; then
+  etcd_watch=$(watch_endpoints "$etcd_url"); cairn_watch=$(watch_endpoints "$cairn_url")
+  echo
+  echo -n "| watch: 10,000 watchers / 100 streams, 1,000 puts at 200/s | etcd p50 / p99 ms"
+  echo -n " | cairn p50 / p99 ms | cairn/etcd p50 / p99 | etcd delivered / expected"
+  echo " | cairn delivered / expected | etcd / cairn events/s | etcd / cairn put p50 ms |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  for workload in "${watch_workloads[@]}"; do
+    name=${workload%%|*}
+    read -r -a arguments <<<"${workload#*|}"
+    run_rounds "$etcd_watch" "$cairn_watch" "${arguments[@]}"
+    e50=$(med p50_ms etcd); e99=$(med p99_ms etcd); c50=$(med p50_ms cairn); c99=$(med p99_ms cairn)
+    expected=$(med expected etcd)
+    printf "| %s | %s / %s | %s / %s | %s / %s | %s / %s | %s / %s | %.0f / %.0f | %s / %s |\n" "$name" \
+      "$e50" "$e99" "$c50" "$c99" "$(ratio "$c50" "$e50")" "$(ratio "$c99" "$e99")" \
+      "$(med delivered etcd)" "$expected" "$(med delivered cairn)" "$expected" \
+      "$(med events_per_s etcd)" "$(med events_per_s cairn)" "$(med put_p50_ms etcd)" "$(med put_p50_ms cairn)"
+  done
+fi
+
+if wants failover && [ "$members" -ge 3 ]; then
   : >"$work/etcd.failover"; : >"$work/cairn.failover"
   for _ in $(seq 1 "$rounds"); do
     failover_ms "$etcd_url" >>"$work/etcd.failover"
@@ -151,5 +214,5 @@ if [ "$members" -ge 3 ]; then
   echo "| failover (leader SIGKILLed; ms until a put through another member succeeds) | etcd | cairn | cairn/etcd |"
   echo "|---|---:|---:|---:|"
   printf "| default election timeouts (etcd 1000 ms, cairn 1000 ms) | %s | %s | %s |\n" "$ef" "$cf" \
-    "$(awk -v c="$cf" -v e="$ef" 'BEGIN {printf "%.2f", c / e}')"
+    "$(ratio "$cf" "$ef")"
 fi

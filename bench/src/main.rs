@@ -1,9 +1,12 @@
 //! `cairn-bench`: a load generator that speaks the etcd v3 API, so the same run can be pointed at
 //! cairn and at etcd and the two compared.
 //!
-//! `--clients` concurrent clients share `--conns` gRPC connections (HTTP/2, multiplexed) and
-//! together send `--total` requests. It prints one line of `name=value` fields: the workload,
-//! its shape, the throughput and the latency percentiles.
+//! For the KV workloads, `--clients` concurrent clients share `--conns` gRPC connections (HTTP/2,
+//! multiplexed) and together send `--total` requests; the `watch` workload is described in
+//! [`watch`]. Each prints one line of `name=value` fields: the workload, its shape, the
+//! throughput and the latency percentiles.
+
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +20,7 @@ use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser, Debug)]
-#[command(about = "Load generator for the etcd v3 KV API")]
+#[command(about = "Load generator for the etcd v3 KV and Watch APIs")]
 struct Args {
     /// Comma-separated endpoints; connections are spread over them.
     #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -28,9 +31,9 @@ struct Args {
     /// Concurrent clients, spread over the connections.
     #[arg(long, default_value_t = 1)]
     clients: usize,
-    /// Requests in all.
-    #[arg(long, default_value_t = 10_000)]
-    total: u64,
+    /// Requests in all (default 10,000); for watch, puts in all (default 1,000).
+    #[arg(long)]
+    total: Option<u64>,
     /// Key size in bytes.
     #[arg(long, default_value_t = 8)]
     key_size: usize,
@@ -44,6 +47,16 @@ struct Args {
     workload: Workload,
 }
 
+impl Args {
+    fn total(&self) -> u64 {
+        let default = match self.workload {
+            Workload::Watch(_) => watch::DEFAULT_PUTS,
+            Workload::Put | Workload::Range { .. } => 10_000,
+        };
+        self.total.unwrap_or(default)
+    }
+}
+
 #[derive(Subcommand, Clone, Copy, Debug)]
 enum Workload {
     /// Puts to keys spread over the key space.
@@ -53,6 +66,15 @@ enum Workload {
         #[arg(long, value_enum, default_value_t = Consistency::L)]
         consistency: Consistency,
     },
+    /// Latency from a put to its watchers, with many watchers open.
+    Watch(watch::WatchArgs),
+}
+
+/// A KV workload's request.
+#[derive(Clone, Copy, Debug)]
+enum KvOp {
+    Put,
+    Range(Consistency),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,20 +97,22 @@ fn key(index: u64, size: usize) -> Vec<u8> {
 async fn client(
     mut kv: KvClient<Channel>,
     args: Arc<Args>,
+    op: KvOp,
     issued: Arc<AtomicU64>,
     seed: u64,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut latencies = Histogram::new_with_max(LATENCY_US_MAX, 3)?;
     let value = vec![b'v'; args.val_size];
+    let total = args.total();
     // A cheap deterministic sequence spreads keys without a shared random source.
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while issued.fetch_add(1, Ordering::Relaxed) < args.total {
+    while issued.fetch_add(1, Ordering::Relaxed) < total {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         let started = Instant::now();
-        match args.workload {
-            Workload::Put => {
+        match op {
+            KvOp::Put => {
                 kv.put(PutRequest {
                     key: key(state % args.key_space, args.key_size),
                     value: value.clone(),
@@ -97,7 +121,7 @@ async fn client(
                 .await
                 .context("put")?;
             }
-            Workload::Range { consistency } => {
+            KvOp::Range(consistency) => {
                 kv.range(RangeRequest {
                     key: key(0, args.key_size),
                     serializable: consistency == Consistency::S,
@@ -113,25 +137,35 @@ async fn client(
     Ok(latencies)
 }
 
+async fn connect(url: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(url.to_string())?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     if args.conns == 0 || args.clients == 0 || args.key_space == 0 {
         bail!("--conns, --clients and --key-space must be at least 1");
     }
+    match args.workload {
+        Workload::Put => run_kv(args, KvOp::Put).await,
+        Workload::Range { consistency } => run_kv(args, KvOp::Range(consistency)).await,
+        Workload::Watch(watch) => watch::run(&args, watch).await,
+    }
+}
+
+async fn run_kv(args: Arc<Args>, op: KvOp) -> anyhow::Result<()> {
     let endpoints: Vec<&str> = args.endpoints.split(',').map(str::trim).collect();
     let mut channels = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        let url = endpoints[i % endpoints.len()].to_string();
-        let channel = Endpoint::from_shared(url.clone())?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
-        channels.push(channel);
+        channels.push(connect(endpoints[i % endpoints.len()]).await?);
     }
-    if let Workload::Range { .. } = args.workload {
+    if let KvOp::Range(_) = op {
         KvClient::new(channels[0].clone())
             .put(PutRequest {
                 key: key(0, args.key_size),
@@ -148,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.clients {
         let kv = KvClient::new(channels[i % channels.len()].clone())
             .max_decoding_message_size(usize::MAX);
-        tasks.spawn(client(kv, args.clone(), issued.clone(), i as u64 + 1));
+        tasks.spawn(client(kv, args.clone(), op, issued.clone(), i as u64 + 1));
     }
     let mut latencies = Histogram::<u64>::new_with_max(LATENCY_US_MAX, 3)?;
     while let Some(result) = tasks.join_next().await {
@@ -156,14 +190,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
 
-    let (workload, consistency) = match args.workload {
-        Workload::Put => ("put", "-"),
-        Workload::Range {
-            consistency: Consistency::L,
-        } => ("range", "l"),
-        Workload::Range {
-            consistency: Consistency::S,
-        } => ("range", "s"),
+    let (workload, consistency) = match op {
+        KvOp::Put => ("put", "-"),
+        KvOp::Range(Consistency::L) => ("range", "l"),
+        KvOp::Range(Consistency::S) => ("range", "s"),
     };
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(

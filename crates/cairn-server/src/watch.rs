@@ -133,11 +133,17 @@ impl Session {
     async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
         let mut progress = tokio::time::interval(self.settings.progress_notify_interval);
         progress.reset();
+        // As in etcd, a client that closes its side still gets events until it goes.
+        let mut requests_open = true;
         loop {
             let step = tokio::select! {
-                request = requests.next() => match request {
+                request = requests.next(), if requests_open => match request {
                     Some(Ok(request)) => self.handle(request).await,
-                    Some(Err(_)) | None => Err(Gone),
+                    None => {
+                        requests_open = false;
+                        Ok(())
+                    }
+                    Some(Err(_)) => Err(Gone),
                 },
                 applied = self.applied.recv() => match applied {
                     Ok(applied) => self.deliver(&applied).await,
