@@ -11,10 +11,9 @@ use crate::lease::Leases;
 use crate::storage::{Change, ChangeId, Durability, Meta, Storage};
 use crate::types::{
     Command, CommandResponse, CompactRequest, CompactResponse, DeleteRangeRequest,
-    DeleteRangeResponse, Event, EventKind, INITIAL_REVISION, KeyRange, KeyValue, Lease,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseId, LeaseRevokeRequest, LeaseRevokeResponse,
-    NO_LEASE, PutRequest, PutResponse, RangeRequest, RangeResponse, Revision, TxnRequest,
-    TxnResponse,
+    DeleteRangeResponse, Event, INITIAL_REVISION, KeyRange, KeyValue, Lease, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseId, LeaseRevokeRequest, LeaseRevokeResponse, NO_LEASE, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Revision, TxnRequest, TxnResponse,
 };
 use crate::validate::{self, Limits};
 
@@ -333,26 +332,8 @@ impl Kernel {
             if events.len() >= max_events && events.last().is_some_and(|e| e.revision() < id.main) {
                 break;
             }
-            let prev_kv = match self
-                .index
-                .visible(&KeyRange::Key(change.key().to_vec()), id.main - 1)
-                .first()
-            {
-                Some((_, previous)) => Some(self.load(*previous)?),
-                None => None,
-            };
-            events.push(match change {
-                Change::Put(kv) => Event {
-                    kind: EventKind::Put,
-                    kv,
-                    prev_kv,
-                },
-                Change::Delete { key } => Event {
-                    kind: EventKind::Delete,
-                    kv: tombstone(key, id.main),
-                    prev_kv,
-                },
-            });
+            let prev_kv = self.key_at(change.key(), id.main - 1)?;
+            events.push(change.into_event(id.main, prev_kv));
         }
         Ok(History::Events(events))
     }
@@ -412,6 +393,18 @@ impl Kernel {
         })
     }
 
+    /// `key`'s state at `revision`, if it existed then.
+    fn key_at(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>, StorageError> {
+        match self
+            .index
+            .visible(&KeyRange::Key(key.to_vec()), revision)
+            .first()
+        {
+            Some((_, id)) => self.load(*id).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The key-value a visible change holds.
     pub(crate) fn load(&self, id: ChangeId) -> Result<KeyValue, StorageError> {
         let change = match self.pending.changes.get(&id) {
@@ -438,15 +431,6 @@ impl Kernel {
 
     pub(crate) fn index(&self) -> &Index {
         &self.index
-    }
-}
-
-/// How a delete appears in an event: the key and the revision that deleted it, as in etcd.
-fn tombstone(key: Vec<u8>, revision: Revision) -> KeyValue {
-    KeyValue {
-        key,
-        mod_revision: revision,
-        ..KeyValue::default()
     }
 }
 
@@ -481,15 +465,7 @@ impl<'k> Writer<'k> {
     }
 
     pub fn put(&mut self, request: &PutRequest) -> Result<PutResponse, Error> {
-        let previous = match self
-            .kernel
-            .index
-            .visible(&KeyRange::Key(request.key.clone()), self.read_revision())
-            .first()
-        {
-            Some((_, id)) => Some(self.kernel.load(*id)?),
-            None => None,
-        };
+        let previous = self.kernel.key_at(&request.key, self.read_revision())?;
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             assert_eq!(self.changes, 0, "put refused after its command wrote");
             return Err(KvError::KeyNotFound.into());
@@ -564,18 +540,9 @@ impl<'k> Writer<'k> {
         self.kernel
             .index
             .record(change.key(), id, matches!(change, Change::Delete { .. }));
-        self.kernel.events.push(match &change {
-            Change::Put(kv) => Event {
-                kind: EventKind::Put,
-                kv: kv.clone(),
-                prev_kv,
-            },
-            Change::Delete { key } => Event {
-                kind: EventKind::Delete,
-                kv: tombstone(key.clone(), id.main),
-                prev_kv,
-            },
-        });
+        self.kernel
+            .events
+            .push(change.clone().into_event(id.main, prev_kv));
         self.kernel.pending.changes.insert(id, change);
         self.kernel.pending.state_changed = true;
         self.changes += 1;
@@ -597,8 +564,8 @@ mod tests {
 
     use super::*;
     use crate::types::{
-        Compare, CompareResult, CompareTarget, LEASE_TTL_MAX, RequestOp, ResponseOp, SortOrder,
-        SortTarget,
+        Compare, CompareResult, CompareTarget, EventKind, LEASE_TTL_MAX, RequestOp, ResponseOp,
+        SortOrder, SortTarget,
     };
 
     struct Store {

@@ -19,7 +19,7 @@ use rocksdb::{
 };
 
 use crate::error::StorageError;
-use crate::types::{INITIAL_REVISION, KeyValue, LeaseId, Revision};
+use crate::types::{Event, EventKind, INITIAL_REVISION, KeyValue, LeaseId, Revision};
 
 const HISTORY: &str = "history";
 const META: &str = "meta";
@@ -80,6 +80,27 @@ impl Change {
         match self {
             Change::Put(kv) => &kv.key,
             Change::Delete { key } => key,
+        }
+    }
+
+    /// The change as watchers see it, made at `revision`. A delete shows only the key and the
+    /// revision that deleted it, as in etcd.
+    pub fn into_event(self, revision: Revision, prev_kv: Option<KeyValue>) -> Event {
+        match self {
+            Change::Put(kv) => Event {
+                kind: EventKind::Put,
+                kv,
+                prev_kv,
+            },
+            Change::Delete { key } => Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key,
+                    mod_revision: revision,
+                    ..KeyValue::default()
+                },
+                prev_kv,
+            },
         }
     }
 

@@ -11,10 +11,11 @@
 //! one TTL (plus the election), never shorten it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn_kernel::{Command, LeaseId, LeaseRevokeRequest};
+use cairn_kernel::{Command, LeaseId, LeaseRevokeRequest, NO_LEASE};
 use cairn_proto::cairn_v1::lessor_client::LessorClient;
 use cairn_proto::cairn_v1::lessor_server::{Lessor as LessorRpc, LessorServer};
 use cairn_proto::cairn_v1::{LeaseRef, LeaseTtl};
@@ -82,7 +83,7 @@ pub struct Lessor {
     leaders: Mutex<HashMap<String, Channel>>,
     /// The smallest TTL granted, in seconds; shorter requests are raised to it, as etcd does.
     pub min_ttl: i64,
-    next_id: Mutex<LeaseId>,
+    next_id: AtomicI64,
 }
 
 impl Lessor {
@@ -101,18 +102,17 @@ impl Lessor {
             deadlines: Mutex::default(),
             leaders: Mutex::default(),
             min_ttl,
-            next_id: Mutex::new(first_id & i64::MAX),
+            next_id: AtomicI64::new(first_id & i64::MAX),
         })
     }
 
     /// A fresh lease id for a grant that left the choice to the server.
     pub fn new_id(&self) -> LeaseId {
-        let mut next = self.next_id.lock().expect("lease id lock");
-        *next = (*next + 1) & i64::MAX;
-        if *next == 0 {
-            *next = 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & i64::MAX;
+        match id {
+            NO_LEASE => self.new_id(),
+            id => id,
         }
-        *next
     }
 
     /// Watches for expired leases and revokes them while this member leads, until `stopped`.
