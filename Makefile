@@ -23,7 +23,7 @@ build: setup
 run: build
 	$(CAIRN) serve
 
-## Every test: unit tests, etcdctl against cairn, the differential test against a real etcd, crash
+## Every test: unit tests, etcdctl against cairn (KV, watch, lease, lock, elect), the differential test against a real etcd, crash
 ## durability, and multi-process clusters (failover, membership, snapshots, partitions).
 test: build
 	CAIRN_BIN=$(CAIRN) $(CARGO) test --release --workspace
