@@ -123,8 +123,9 @@ async fn session(endpoints: &str) -> String {
         .lines()
         .map(str::to_string)
         .collect();
-    // etcd lists leases in map order; the set is what matters.
-    listed[1..].sort();
+    // etcd lists leases in map order; the set is what matters, so list them in grant order
+    // (sorting the IDs themselves would not do: they differ between runs and servers).
+    listed[1..].sort_by_key(|line| lease_ids.iter().position(|id| id == line));
     record("lease list", listed.join("\n") + "\n");
     record(
         "lease keep-alive --once",
