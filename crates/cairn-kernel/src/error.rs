@@ -29,6 +29,37 @@ pub enum KvError {
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,
+    #[error("plugin {0:?} is not deployed")]
+    PluginNotFound(String),
+    /// A deploy or bind that cannot take effect; says why.
+    #[error("{0}")]
+    PluginRefused(String),
+    /// A plugin call failed; nothing it wrote was kept.
+    #[error("plugin {plugin:?} {function}: {reason}")]
+    PluginFailed {
+        plugin: String,
+        function: String,
+        kind: PluginFailureKind,
+        reason: String,
+    },
+    /// A validator bound to the written keys rejected the request.
+    #[error("rejected by validator {plugin:?}: {reason}")]
+    Rejected { plugin: String, reason: String },
+    #[error("this member runs no plugin runtime")]
+    PluginsDisabled,
+}
+
+/// Which way a plugin call failed, for callers that answer differently to each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PluginFailureKind {
+    /// The plugin returned an error.
+    Returned,
+    /// The plugin has no such function.
+    NoSuchFunction,
+    /// A limit stopped it: fuel, memory or output size.
+    Limit,
+    /// It trapped.
+    Trap,
 }
 
 /// The storage engine failed. The kernel's state may no longer match its disk, so the node must

@@ -2,12 +2,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, KvError, StorageError};
 use crate::index::Index;
 use crate::lease::Leases;
+use crate::plugin::{CallContext, PluginRuntime, ProposedWrite};
+use crate::plugin_apply::{PendingPlugins, Plugins};
 use crate::storage::{Change, ChangeId, Durability, Meta, Storage};
 use crate::types::{
     Command, CommandResponse, CompactRequest, CompactResponse, DeleteRangeRequest,
@@ -33,9 +36,21 @@ pub struct Kernel {
     applied_index: u64,
     replication: Vec<u8>,
     limits: Limits,
-    pending: Pending,
+    pub(crate) pending: Pending,
     /// What applied commands changed, in order, until [`Kernel::take_events`] collects them.
     events: Vec<Event>,
+    pub(crate) plugins: Plugins,
+    pub(crate) plugin_runtime: Option<Arc<dyn PluginRuntime>>,
+    /// The log entry being applied and the command's place in it.
+    entry: EntryPosition,
+}
+
+/// Where the command being applied sits in the log, and the leader's clock when it was appended:
+/// the inputs, besides the state, that plugin calls may see.
+#[derive(Clone, Copy, Default)]
+struct EntryPosition {
+    time_ms: u64,
+    command: u32,
 }
 
 /// An answer of [`Kernel::history_events`].
@@ -49,15 +64,16 @@ pub enum History {
 
 /// What apply has changed since the last commit.
 #[derive(Default)]
-struct Pending {
+pub(crate) struct Pending {
     /// New changes, readable before they reach disk.
     changes: HashMap<ChangeId, Change>,
     /// Committed changes that compaction dropped.
     removed: Vec<ChangeId>,
     /// Leases granted (`Some(ttl)`) or revoked (`None`).
     leases: BTreeMap<LeaseId, Option<i64>>,
+    pub plugins: PendingPlugins,
     /// Whether anything but the applied index changed.
-    state_changed: bool,
+    pub state_changed: bool,
     /// Whether anything at all changed.
     meta_changed: bool,
 }
@@ -106,6 +122,7 @@ impl Kernel {
             }
             leases.move_key(&key, NO_LEASE, lease);
         }
+        let plugins = Plugins::load(&storage)?;
         tracing::info!(
             revision = meta.revision,
             compact_revision = meta.compact_revision,
@@ -124,6 +141,9 @@ impl Kernel {
             limits,
             pending: Pending::default(),
             events: Vec::new(),
+            plugins,
+            plugin_runtime: None,
+            entry: EntryPosition::default(),
         })
     }
 
@@ -201,22 +221,35 @@ impl Kernel {
     /// applied index. A storage error leaves the in-memory state ahead of the disk: the caller
     /// must stop using this kernel.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<CommandResponse, Error> {
-        self.advance_to(index);
+        self.advance_to(index, 0);
         self.apply_one(command)
     }
 
+    /// Lets plugin commands run; without a runtime they are refused. Every replica of a cluster
+    /// must run the same runtime, or their states diverge.
+    pub fn set_plugin_runtime(&mut self, runtime: Arc<dyn PluginRuntime>) {
+        self.plugin_runtime = Some(runtime);
+    }
+
     /// Applies the commands one log entry carries, in order, each as [`Kernel::apply`] would:
-    /// each gets its own revision and its own response or refusal. Stops at a storage error,
-    /// after which the caller must stop using this kernel.
+    /// each gets its own revision and its own response or refusal. `time_ms` is the leader's
+    /// clock when it appended the entry, the only clock plugin calls see. Stops at a storage
+    /// error, after which the caller must stop using this kernel.
     pub fn apply_batch(
         &mut self,
         index: u64,
+        time_ms: u64,
         commands: &[Command],
     ) -> Result<Vec<Result<CommandResponse, KvError>>, StorageError> {
-        self.advance_to(index);
+        self.advance_to(index, time_ms);
         commands
             .iter()
-            .map(|command| match self.apply_one(command) {
+            .enumerate()
+            .map(|(position, command)| {
+                self.entry.command = position as u32;
+                self.apply_one(command)
+            })
+            .map(|outcome| match outcome {
                 Ok(response) => Ok(Ok(response)),
                 Err(Error::Kv(refusal)) => Ok(Err(refusal)),
                 Err(Error::Storage(error)) => Err(error),
@@ -224,14 +257,31 @@ impl Kernel {
             .collect()
     }
 
-    fn advance_to(&mut self, index: u64) {
+    fn advance_to(&mut self, index: u64, time_ms: u64) {
         assert!(
             index > self.applied_index,
             "log index {index} applied after {}",
             self.applied_index
         );
         self.applied_index = index;
+        self.entry = EntryPosition {
+            time_ms,
+            command: 0,
+        };
         self.pending.meta_changed = true;
+    }
+
+    /// The context of a plugin run for the command being applied; its PRNG seed mixes the log
+    /// index with the command's place in the entry, so no two commands share one.
+    pub(crate) fn entry_context(&self) -> CallContext {
+        let position = (self.applied_index << 16) ^ u64::from(self.entry.command);
+        CallContext {
+            now_ms: self.entry.time_ms,
+            revision: self.revision,
+            caller: String::new(),
+            lease: NO_LEASE,
+            seed: position.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
     }
 
     fn apply_one(&mut self, command: &Command) -> Result<CommandResponse, Error> {
@@ -241,12 +291,14 @@ impl Kernel {
                 if put.lease != NO_LEASE && !self.leases.contains(put.lease) {
                     return Err(KvError::LeaseNotFound.into());
                 }
+                self.validate_put(put)?;
                 let mut writer = Writer::new(self);
                 let response = writer.put(put)?;
                 writer.finish();
                 Ok(CommandResponse::Put(response))
             }
             Command::DeleteRange(delete) => {
+                self.validate_delete(&delete.range)?;
                 let mut writer = Writer::new(self);
                 let response = writer.delete_range(delete)?;
                 writer.finish();
@@ -256,7 +308,46 @@ impl Kernel {
             Command::Compact(compact) => self.compact(*compact).map(CommandResponse::Compact),
             Command::LeaseGrant(grant) => self.grant(*grant).map(CommandResponse::LeaseGrant),
             Command::LeaseRevoke(revoke) => self.revoke(*revoke).map(CommandResponse::LeaseRevoke),
+            Command::PluginDeploy(deploy) => self.deploy(deploy).map(CommandResponse::PluginDeploy),
+            Command::PluginRemove(remove) => {
+                self.remove_plugin(remove).map(CommandResponse::PluginRemove)
+            }
+            Command::PluginBind(bind) => self.bind(bind).map(CommandResponse::PluginBind),
+            Command::PluginCall(call) => self.call(call).map(CommandResponse::PluginCall),
         }
+    }
+
+    /// Runs the validators bound to a put's key, if any.
+    fn validate_put(&self, put: &PutRequest) -> Result<(), Error> {
+        if !self.hooks_reach(&KeyRange::Key(put.key.clone())) {
+            return Ok(());
+        }
+        let value = if put.ignore_value {
+            self.key_at(&put.key, self.revision)?.map(|kv| kv.value)
+        } else {
+            Some(put.value.clone())
+        };
+        self.run_validators(&[ProposedWrite {
+            key: put.key.clone(),
+            value,
+        }])
+    }
+
+    /// Runs the validators bound to the keys a delete removes, if any.
+    pub(crate) fn validate_delete(&self, range: &KeyRange) -> Result<(), Error> {
+        if !self.hooks_reach(range) {
+            return Ok(());
+        }
+        let writes: Vec<ProposedWrite> = self
+            .index
+            .visible(range, self.revision)
+            .into_iter()
+            .map(|(key, _)| ProposedWrite {
+                key: key.to_vec(),
+                value: None,
+            })
+            .collect();
+        self.run_validators(&writes)
     }
 
     fn grant(&mut self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse, Error> {
@@ -354,6 +445,12 @@ impl Kernel {
         for (id, ttl) in &pending.leases {
             self.storage.stage_lease(&mut batch, *id, *ttl);
         }
+        for (digest, bytes) in &pending.plugins.components {
+            self.storage.stage_blob(&mut batch, *digest, bytes.as_deref());
+        }
+        for (name, record) in &pending.plugins.records {
+            self.storage.stage_plugin(&mut batch, name, record.as_ref());
+        }
         self.storage.stage_meta(&mut batch, &self.meta());
         // A batch that only advances the applied index loses nothing if a crash undoes it: the
         // commands it covers changed nothing, so there is nothing to fsync for.
@@ -394,7 +491,7 @@ impl Kernel {
     }
 
     /// `key`'s state at `revision`, if it existed then.
-    fn key_at(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>, StorageError> {
+    pub(crate) fn key_at(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>, StorageError> {
         match self
             .index
             .visible(&KeyRange::Key(key.to_vec()), revision)
@@ -788,7 +885,7 @@ mod tests {
             })
             .collect();
         let mut batched = Store::new();
-        let responses = batched.kernel.apply_batch(1, &commands).unwrap();
+        let responses = batched.kernel.apply_batch(1, 0, &commands).unwrap();
         assert_eq!(responses, expected);
         assert_eq!(batched.kernel.revision(), one_by_one.kernel.revision());
         assert_eq!(batched.kernel.applied_index(), 1);

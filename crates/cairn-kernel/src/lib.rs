@@ -11,6 +11,9 @@ mod hash;
 mod index;
 mod kernel;
 mod lease;
+pub mod plugin;
+mod plugin_apply;
+mod plugin_txn;
 mod range;
 pub mod snapshot;
 mod storage;
@@ -18,7 +21,7 @@ mod txn;
 pub mod types;
 pub mod validate;
 
-pub use error::{Error, KvError, StorageError};
+pub use error::{Error, KvError, PluginFailureKind, StorageError};
 pub use kernel::{History, Kernel};
 pub use snapshot::{Checkpoint, SnapshotError};
 pub use storage::Durability;

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! MAGIC
-//! { family u8 (1 history, 2 meta, 3 lease) | key_len u32 | key | value_len u32 | value }*
+//! { family u8 (1 history, 2 meta, 3 lease, 4 plugin) | key_len u32 | key | value_len u32 | value }*
 //! 0u8 | zeros up to a multiple of 512 bytes | sha256 of every byte before it
 //! ```
 //!
@@ -34,6 +34,7 @@ const TAG_END: u8 = 0;
 const TAG_HISTORY: u8 = 1;
 const TAG_META: u8 = 2;
 const TAG_LEASE: u8 = 3;
+const TAG_PLUGIN: u8 = 4;
 /// Restore writes in batches of about this size, so memory stays bounded whatever the snapshot.
 const RESTORE_BATCH_BYTES: usize = 8 << 20;
 /// The records and end tag are padded to a multiple of this, as etcd's backups are.
@@ -87,6 +88,7 @@ impl Checkpoint {
                 Family::History => TAG_HISTORY,
                 Family::Meta => TAG_META,
                 Family::Lease => TAG_LEASE,
+                Family::Plugin => TAG_PLUGIN,
             };
             out.write_all(&[tag])?;
             for field in [&record.key, &record.value] {
@@ -146,6 +148,7 @@ fn write_records(input: &mut impl Read, dir: &Path) -> Result<(), SnapshotError>
             TAG_HISTORY => Family::History,
             TAG_META => Family::Meta,
             TAG_LEASE => Family::Lease,
+            TAG_PLUGIN => Family::Plugin,
             _ => return Err(SnapshotError::Damaged("unknown record tag")),
         };
         let key = input.field()?;

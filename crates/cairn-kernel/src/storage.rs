@@ -1,6 +1,6 @@
 //! The kernel's on-disk layout in RocksDB.
 //!
-//! Three column families:
+//! Four column families:
 //! - `history`: every change ever made and not yet compacted, keyed by its revision
 //!   (`main` then `sub`, both big-endian, so iteration is in revision order). A value is either a
 //!   put (the key's full state after the change) or a tombstone.
@@ -8,6 +8,8 @@
 //!   batch as the changes they describe, so a crash leaves them consistent.
 //! - `lease`: every granted lease not yet revoked, keyed by its id (big-endian), holding its TTL.
 //!   Which keys a lease holds is not stored: each key's newest change names its lease.
+//! - `plugin`: deployed plugins, `r` + name holding the record, and their components, `b` +
+//!   sha256 holding the bytes: the kernel's reserved keyspace, out of reach of client ranges.
 //!
 //! Every batch is one RocksDB write: a command's changes reach disk all together or not at all.
 
@@ -19,12 +21,16 @@ use rocksdb::{
 };
 
 use crate::error::StorageError;
+use crate::plugin::{Digest, PluginRecord};
 use crate::types::{Event, EventKind, INITIAL_REVISION, KeyValue, LeaseId, Revision};
 
 const HISTORY: &str = "history";
 const META: &str = "meta";
 const LEASE: &str = "lease";
-const FAMILIES: [&str; 3] = [HISTORY, META, LEASE];
+const PLUGIN: &str = "plugin";
+const FAMILIES: [&str; 4] = [HISTORY, META, LEASE, PLUGIN];
+const PLUGIN_RECORD: u8 = b'r';
+const PLUGIN_BLOB: u8 = b'b';
 
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACT_REVISION: &[u8] = b"compact_revision";
@@ -187,6 +193,12 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn blob_key(digest: Digest) -> Vec<u8> {
+    let mut key = vec![PLUGIN_BLOB];
+    key.extend_from_slice(&digest.0);
+    key
+}
+
 fn corrupt(family: &'static str, reason: impl Into<String>) -> StorageError {
     StorageError::Corrupt {
         family,
@@ -211,16 +223,18 @@ pub(crate) enum Family {
     History,
     Meta,
     Lease,
+    Plugin,
 }
 
 impl Family {
-    const ALL: [Family; 3] = [Family::History, Family::Meta, Family::Lease];
+    const ALL: [Family; 4] = [Family::History, Family::Meta, Family::Lease, Family::Plugin];
 
     fn name(self) -> &'static str {
         match self {
             Family::History => HISTORY,
             Family::Meta => META,
             Family::Lease => LEASE,
+            Family::Plugin => PLUGIN,
         }
     }
 }
@@ -345,6 +359,50 @@ impl Storage {
         match ttl {
             Some(ttl) => batch.put_cf(family, id.to_be_bytes(), ttl.to_be_bytes()),
             None => batch.delete_cf(family, id.to_be_bytes()),
+        }
+    }
+
+    /// Every deployed plugin's record, in name order.
+    pub fn plugin_records(&self) -> Result<Vec<PluginRecord>, StorageError> {
+        self.db
+            .prefix_iterator_cf(self.family(PLUGIN), [PLUGIN_RECORD])
+            .take_while(|item| item.as_ref().map_or(true, |(key, _)| key[0] == PLUGIN_RECORD))
+            .map(|item| {
+                let (key, value) = item?;
+                postcard::from_bytes(&value).map_err(|e| {
+                    corrupt(
+                        PLUGIN,
+                        format!("record {:?}: {e}", String::from_utf8_lossy(&key[1..])),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The component stored under `digest`.
+    pub fn plugin_blob(&self, digest: Digest) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.family(PLUGIN), blob_key(digest))?)
+    }
+
+    /// Stages a deployed plugin's record (`Some`) or its removal (`None`).
+    pub fn stage_plugin(&self, batch: &mut WriteBatch, name: &str, record: Option<&PluginRecord>) {
+        let mut key = vec![PLUGIN_RECORD];
+        key.extend_from_slice(name.as_bytes());
+        match record {
+            Some(record) => batch.put_cf(
+                self.family(PLUGIN),
+                key,
+                postcard::to_allocvec(record).expect("a plugin record always encodes"),
+            ),
+            None => batch.delete_cf(self.family(PLUGIN), key),
+        }
+    }
+
+    /// Stages a component's bytes (`Some`) or their removal (`None`).
+    pub fn stage_blob(&self, batch: &mut WriteBatch, digest: Digest, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(bytes) => batch.put_cf(self.family(PLUGIN), blob_key(digest), bytes),
+            None => batch.delete_cf(self.family(PLUGIN), blob_key(digest)),
         }
     }
 

@@ -4,12 +4,16 @@
 //! 1. every compare on the taken path, nested txns included, against the state before the txn;
 //! 2. the puts on that path (ignore_value and ignore_lease need the key; a lease must exist);
 //! 3. the ranges on that path (no future and no compacted revision);
-//! 4. the operations, in order, each seeing the writes before it, all at one new revision.
+//! 4. the validators bound to the keys the path writes (Cairn's own phase);
+//! 5. the operations, in order, each seeing the writes before it, all at one new revision.
 //!
-//! Only phases 1 to 3 may refuse the txn, and they write nothing, so a refused txn leaves no
+//! Only phases 1 to 4 may refuse the txn, and they write nothing, so a refused txn leaves no
 //! trace.
 
+use std::collections::BTreeMap;
+
 use crate::error::{Error, KvError, StorageError};
+use crate::plugin::ProposedWrite;
 use crate::kernel::{Kernel, Writer};
 use crate::types::{
     Compare, CompareResult, CompareTarget, KeyValue, NO_LEASE, RequestOp, ResponseOp, TxnRequest,
@@ -48,6 +52,7 @@ impl Kernel {
         let path = self.path(txn)?;
         self.check_puts(txn, &path)?;
         self.check_ranges(txn, &path)?;
+        self.validate_writes(txn, &path)?;
         let mut writer = Writer::new(self);
         let mut response = run(&mut writer, txn, &path)?;
         response.revision = writer.finish();
@@ -111,6 +116,51 @@ impl Kernel {
                     }
                     if put.lease != NO_LEASE && self.lease_ttl(put.lease).is_none() {
                         return Err(KvError::LeaseNotFound);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Shows the validators bound to the keys the path writes those writes. etcd's rules leave
+    /// no key both put and deleted on one path, so each key's new state is known before any op
+    /// runs.
+    fn validate_writes(&self, txn: &TxnRequest, path: &Path) -> Result<(), Error> {
+        let mut writes = BTreeMap::new();
+        if self.plugins_bound() {
+            self.planned_writes(txn, path, &mut writes)?;
+        }
+        let writes: Vec<ProposedWrite> = writes
+            .into_iter()
+            .map(|(key, value)| ProposedWrite { key, value })
+            .collect();
+        self.run_validators(&writes)
+    }
+
+    fn planned_writes(
+        &self,
+        txn: &TxnRequest,
+        path: &Path,
+        writes: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        for (op, nested) in path.ops(txn) {
+            match (op, nested) {
+                (RequestOp::Txn(inner), Some(inner_path)) => {
+                    self.planned_writes(inner, inner_path, writes)?
+                }
+                (RequestOp::Put(put), _) => {
+                    let value = if put.ignore_value {
+                        self.key_at(&put.key, self.revision())?.map(|kv| kv.value)
+                    } else {
+                        Some(put.value.clone())
+                    };
+                    writes.insert(put.key.clone(), value);
+                }
+                (RequestOp::DeleteRange(delete), _) if self.hooks_reach(&delete.range) => {
+                    for (key, _) in self.index().visible(&delete.range, self.revision()) {
+                        writes.insert(key.to_vec(), None);
                     }
                 }
                 _ => {}

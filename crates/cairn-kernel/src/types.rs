@@ -7,6 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::plugin::{
+    PluginBindRequest, PluginCallRequest, PluginCallResponse, PluginDeployRequest,
+    PluginDeployResponse, PluginRecordResponse, PluginRemoveRequest,
+};
+
 /// A main revision of the store: it grows by one with every write that changes something.
 pub type Revision = i64;
 
@@ -305,6 +310,10 @@ pub enum Command {
     Compact(CompactRequest),
     LeaseGrant(LeaseGrantRequest),
     LeaseRevoke(LeaseRevokeRequest),
+    PluginDeploy(PluginDeployRequest),
+    PluginRemove(PluginRemoveRequest),
+    PluginBind(PluginBindRequest),
+    PluginCall(PluginCallRequest),
 }
 
 /// The result of applying a [`Command`], of the matching kind.
@@ -316,6 +325,10 @@ pub enum CommandResponse {
     Compact(CompactResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    PluginDeploy(PluginDeployResponse),
+    PluginRemove(PluginRecordResponse),
+    PluginBind(PluginRecordResponse),
+    PluginCall(PluginCallResponse),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::KvError;
+use crate::plugin::{PluginDeployRequest, PluginLimits};
 use crate::types::{
     Command, DeleteRangeRequest, KeyRange, LEASE_TTL_MAX, LeaseGrantRequest, PutRequest,
     RangeRequest, RequestOp, TxnRequest,
@@ -36,7 +37,66 @@ pub fn command(command: &Command, limits: &Limits) -> Result<(), KvError> {
         Command::Txn(txn) => txn_request(txn, limits),
         Command::Compact(_) | Command::LeaseRevoke(_) => Ok(()),
         Command::LeaseGrant(grant) => lease_grant(grant),
+        Command::PluginDeploy(deploy) => plugin_deploy(deploy),
+        Command::PluginRemove(remove) => plugin_name(&remove.name),
+        Command::PluginBind(bind) => plugin_name(&bind.name),
+        Command::PluginCall(call) => plugin_name(&call.name),
     }
+}
+
+/// Largest component a deploy may carry: it travels in one log entry.
+pub const COMPONENT_BYTES_MAX: usize = 16 << 20;
+
+/// A plugin name is what a CLI user types: 1 to 64 of `a-z`, `0-9`, `-`, `_` and `.`.
+pub fn plugin_name(name: &str) -> Result<(), KvError> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(KvError::PluginRefused(format!(
+            "invalid plugin name {name:?}: use 1 to 64 of a-z, 0-9, '-', '_' and '.'"
+        )))
+    }
+}
+
+pub fn plugin_deploy(deploy: &PluginDeployRequest) -> Result<(), KvError> {
+    plugin_name(&deploy.name)?;
+    let refuse = |reason: String| Err(KvError::PluginRefused(reason));
+    if deploy.version.is_empty() || deploy.version.len() > 64 {
+        return refuse(format!(
+            "invalid version {:?}: give 1 to 64 characters",
+            deploy.version
+        ));
+    }
+    if deploy.component.len() > COMPONENT_BYTES_MAX {
+        return refuse(format!(
+            "the component is {} bytes, over the limit of {COMPONENT_BYTES_MAX}",
+            deploy.component.len()
+        ));
+    }
+    let limits = &deploy.manifest.limits;
+    let checks = [
+        ("fuel", limits.fuel, PluginLimits::FUEL_MAX),
+        (
+            "memory_bytes",
+            limits.memory_bytes,
+            PluginLimits::MEMORY_BYTES_MAX,
+        ),
+        (
+            "output_bytes",
+            limits.output_bytes,
+            PluginLimits::OUTPUT_BYTES_MAX,
+        ),
+    ];
+    for (name, value, max) in checks {
+        if value == 0 || value > max {
+            return refuse(format!("limit {name} = {value} is outside 1..={max}"));
+        }
+    }
+    Ok(())
 }
 
 /// etcd refuses lease 0 (it means "no lease"; the receiving member picks an id for a client

@@ -108,7 +108,7 @@ impl Proposer {
                 .into_iter()
                 .map(|write| (write.command, write.reply))
                 .unzip();
-            match self.write(Batch(commands)).await {
+            match self.write(Batch::new(commands)).await {
                 Ok(outcomes) => {
                     assert_eq!(outcomes.len(), replies.len(), "one outcome per command");
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -188,8 +188,15 @@ impl Proposer {
 
     /// Appends `batch` to the log if this member leads, and waits until `deadline` for it to be
     /// committed and applied.
-    async fn propose(&self, batch: Batch, deadline: Instant) -> Result<Vec<Outcome>, ProposeError> {
-        let commands = batch.0.len();
+    async fn propose(
+        &self,
+        mut batch: Batch,
+        deadline: Instant,
+    ) -> Result<Vec<Outcome>, ProposeError> {
+        let commands = batch.commands.len();
+        batch.time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
         let proposed = tokio::time::timeout(
             deadline.saturating_duration_since(Instant::now()),
             self.raft.client_write(batch),

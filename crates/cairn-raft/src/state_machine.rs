@@ -215,7 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Vec::new()
                 }
                 EntryPayload::Normal(batch) => kernel
-                    .apply_batch(log_id.index, &batch.0)
+                    .apply_batch(log_id.index, batch.time_ms, &batch.commands)
                     .map_err(|error| StorageIOError::apply(log_id, &error))?,
             };
             applied.last_applied = Some(log_id);

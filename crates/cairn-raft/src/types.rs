@@ -27,7 +27,22 @@ impl fmt::Display for Member {
 /// The client writes one log entry carries, applied in order, each with its own outcome: the
 /// writes that queued on one member while its previous entry was being committed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Batch(pub Vec<Command>);
+pub struct Batch {
+    /// The leader's wall clock when it appended the entry, in ms since the Unix epoch: the one
+    /// clock plugin calls may read, so every replica reads the same. Zero until the leader
+    /// stamps it.
+    pub time_ms: u64,
+    pub commands: Vec<Command>,
+}
+
+impl Batch {
+    pub fn new(commands: Vec<Command>) -> Batch {
+        Batch {
+            time_ms: 0,
+            commands,
+        }
+    }
+}
 
 /// The outcomes of applying one log entry, the same on every replica: one per command of its
 /// batch, and none for entries that carry no commands (membership changes, a new leader's blank

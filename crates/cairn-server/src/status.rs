@@ -1,6 +1,6 @@
 //! gRPC status codes and messages for the kernel's errors, as etcd sends them.
 
-use cairn_kernel::{Error, KvError};
+use cairn_kernel::{Error, KvError, PluginFailureKind};
 use cairn_raft::ReplicaError;
 use tonic::{Code, Status};
 
@@ -25,6 +25,15 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::LeaseExists => Code::FailedPrecondition,
         KvError::LeaseTtlTooLarge => Code::OutOfRange,
         KvError::Compacted | KvError::FutureRevision => Code::OutOfRange,
+        KvError::PluginNotFound(_) => Code::NotFound,
+        KvError::PluginRefused(_) => Code::InvalidArgument,
+        KvError::PluginFailed { kind, .. } => match kind {
+            PluginFailureKind::Returned | PluginFailureKind::Trap => Code::Aborted,
+            PluginFailureKind::NoSuchFunction => Code::Unimplemented,
+            PluginFailureKind::Limit => Code::ResourceExhausted,
+        },
+        KvError::Rejected { .. } => Code::FailedPrecondition,
+        KvError::PluginsDisabled => Code::Unavailable,
     };
     Status::new(code, error.to_string())
 }

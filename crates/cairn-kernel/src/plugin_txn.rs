@@ -1,0 +1,256 @@
+//! The transaction a plugin call runs in.
+//!
+//! A call's writes stay in an overlay until the call returns: reads see the store at the call's
+//! revision with the overlay on top, and the kernel applies the overlay only when the call
+//! succeeds. A call that traps, runs out of fuel or returns an error therefore writes nothing,
+//! whatever it did before.
+
+use std::collections::BTreeMap;
+
+use crate::error::StorageError;
+use crate::kernel::Kernel;
+use crate::plugin::{CallContext, HostError, PluginHost, ProposedWrite, within_prefix};
+use crate::types::{KeyRange, KeyValue, LeaseId, NO_LEASE};
+
+/// Most keys one range read returns.
+pub const RANGE_LIMIT_MAX: u32 = 10_000;
+/// Most bytes of keys and values one call may write.
+pub const WRITE_BYTES_MAX: usize = 8 << 20;
+/// Most log messages a call keeps, and the longest one.
+const LOG_MESSAGES_MAX: usize = 64;
+const LOG_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// A plugin call's view of the store, confined to the prefixes its manifest grants.
+pub(crate) struct CallTxn<'k> {
+    kernel: &'k Kernel,
+    context: CallContext,
+    grants: &'k [Vec<u8>],
+    writable: bool,
+    /// Each key the call wrote, with its new state: `None` once deleted.
+    overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    write_bytes: usize,
+    logs: Vec<String>,
+}
+
+/// Where a key's current state comes from during a call.
+enum Current {
+    Stored(crate::storage::ChangeId),
+    Written(KeyValue),
+}
+
+impl<'k> CallTxn<'k> {
+    pub fn new(
+        kernel: &'k Kernel,
+        context: CallContext,
+        grants: &'k [Vec<u8>],
+        writable: bool,
+    ) -> CallTxn<'k> {
+        CallTxn {
+            kernel,
+            context,
+            grants,
+            writable,
+            overlay: BTreeMap::new(),
+            write_bytes: 0,
+            logs: Vec::new(),
+        }
+    }
+
+    /// The call's writes in key order: each key's final state, `None` for a delete. Deletes of
+    /// keys that did not exist before the call are left out.
+    pub fn into_writes(self) -> (Vec<(Vec<u8>, Option<KeyValue>)>, Vec<String>) {
+        let revision = self.context.revision;
+        let mut writes = Vec::with_capacity(self.overlay.len());
+        for (key, state) in self.overlay {
+            let existed = || {
+                !self
+                    .kernel
+                    .index()
+                    .visible(&KeyRange::Key(key.clone()), revision)
+                    .is_empty()
+            };
+            if state.is_some() || existed() {
+                writes.push((key, state));
+            }
+        }
+        (writes, self.logs)
+    }
+
+    fn check_granted(&self, range: &KeyRange) -> Result<(), HostError> {
+        if self
+            .grants
+            .iter()
+            .any(|prefix| within_prefix(range, prefix))
+        {
+            return Ok(());
+        }
+        Err(HostError::Denied(format!(
+            "{} is outside the granted prefixes [{}]",
+            describe(range),
+            self.grants
+                .iter()
+                .map(|p| format!("{:?}", String::from_utf8_lossy(p)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// Every live key of `range` in key order, with where its state comes from.
+    fn current(&self, range: &KeyRange) -> BTreeMap<Vec<u8>, Current> {
+        let mut keys: BTreeMap<Vec<u8>, Current> = self
+            .kernel
+            .index()
+            .visible(range, self.context.revision)
+            .into_iter()
+            .map(|(key, id)| (key.to_vec(), Current::Stored(id)))
+            .collect();
+        for (key, state) in self.overlay_in(range) {
+            match state {
+                Some(kv) => keys.insert(key.clone(), Current::Written(kv.clone())),
+                None => keys.remove(key),
+            };
+        }
+        keys
+    }
+
+    fn overlay_in<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<KeyValue>)> + 'a {
+        let start = range.start().to_vec();
+        self.overlay
+            .range(start..)
+            .take_while(move |(key, _)| match range {
+                KeyRange::Key(only) => key == &only,
+                KeyRange::Interval { end, .. } => key.as_slice() < end.as_slice(),
+                KeyRange::From(_) => true,
+            })
+    }
+
+    fn load(&self, current: Current) -> Result<KeyValue, StorageError> {
+        match current {
+            Current::Stored(id) => self.kernel.load(id),
+            Current::Written(kv) => Ok(kv),
+        }
+    }
+
+    fn stored(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+        self.kernel.key_at(key, self.context.revision)
+    }
+
+    fn check_writable(&self) -> Result<(), HostError> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(HostError::ReadOnly)
+        }
+    }
+}
+
+impl PluginHost for CallTxn<'_> {
+    fn context(&self) -> &CallContext {
+        &self.context
+    }
+
+    fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, HostError> {
+        let range = KeyRange::Key(key.to_vec());
+        self.check_granted(&range)?;
+        match self.current(&range).into_values().next() {
+            Some(current) => Ok(Some(self.load(current)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn range(&mut self, range: &KeyRange, limit: u32) -> Result<(Vec<KeyValue>, bool), HostError> {
+        self.check_granted(range)?;
+        let limit = match limit {
+            0 => RANGE_LIMIT_MAX,
+            n => n.min(RANGE_LIMIT_MAX),
+        } as usize;
+        let current = self.current(range);
+        let more = current.len() > limit;
+        let kvs = current
+            .into_values()
+            .take(limit)
+            .map(|c| self.load(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((kvs, more))
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: LeaseId) -> Result<(), HostError> {
+        self.check_writable()?;
+        if key.is_empty() {
+            return Err(HostError::Denied("a key may not be empty".into()));
+        }
+        self.check_granted(&KeyRange::Key(key.clone()))?;
+        if lease != NO_LEASE && self.kernel.lease_ttl(lease).is_none() {
+            return Err(HostError::LeaseNotFound(lease));
+        }
+        self.write_bytes += key.len() + value.len();
+        if self.write_bytes > WRITE_BYTES_MAX {
+            return Err(HostError::TooLarge(format!(
+                "a call may write at most {WRITE_BYTES_MAX} bytes of keys and values"
+            )));
+        }
+        let revision = self.context.revision + 1;
+        let previous = self.stored(&key)?;
+        let kv = KeyValue {
+            key: key.clone(),
+            create_revision: previous.as_ref().map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: previous.as_ref().map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        };
+        self.overlay.insert(key, Some(kv));
+        Ok(())
+    }
+
+    fn delete_range(&mut self, range: &KeyRange) -> Result<u32, HostError> {
+        self.check_writable()?;
+        self.check_granted(range)?;
+        let doomed: Vec<Vec<u8>> = self.current(range).into_keys().collect();
+        for key in &doomed {
+            self.overlay.insert(key.clone(), None);
+        }
+        Ok(doomed.len() as u32)
+    }
+
+    fn log(&mut self, mut message: String) {
+        if self.logs.len() >= LOG_MESSAGES_MAX {
+            return;
+        }
+        if message.len() > LOG_MESSAGE_BYTES_MAX {
+            let mut end = LOG_MESSAGE_BYTES_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        self.logs.push(message);
+    }
+}
+
+/// Writes as a validator is shown them.
+pub(crate) fn proposed(writes: &[(Vec<u8>, Option<KeyValue>)]) -> Vec<ProposedWrite> {
+    writes
+        .iter()
+        .map(|(key, state)| ProposedWrite {
+            key: key.clone(),
+            value: state.as_ref().map(|kv| kv.value.clone()),
+        })
+        .collect()
+}
+
+fn describe(range: &KeyRange) -> String {
+    match range {
+        KeyRange::Key(key) => format!("key {:?}", String::from_utf8_lossy(key)),
+        KeyRange::Interval { start, end } => format!(
+            "range [{:?}, {:?})",
+            String::from_utf8_lossy(start),
+            String::from_utf8_lossy(end)
+        ),
+        KeyRange::From(start) if start.is_empty() => "every key".into(),
+        KeyRange::From(start) => format!("every key from {:?}", String::from_utf8_lossy(start)),
+    }
+}
