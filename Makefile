@@ -6,18 +6,30 @@
 # Everything builds in release mode, and always with --workspace --all-targets: building only the
 # binaries would resolve features without the dev-dependencies, give shared crates a different
 # fingerprint and compile RocksDB a second time for the tests.
+#
+# Plugins (the example and the test plugins) are WebAssembly components built by
+# cairn-plugin-build, which the workspace build compiles first; each lands in
+# $(CARGO_TARGET_DIR)/plugins as PACKAGE.wasm, named after its cargo package.
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn/target
 CARGO ?= cargo
 CAIRN := $(CARGO_TARGET_DIR)/release/cairn
+PLUGIN_DIR := $(CARGO_TARGET_DIR)/plugins
+PLUGINS := examples/counter $(patsubst %/Cargo.toml,%,$(wildcard tests/plugins/*/Cargo.toml))
 
-.PHONY: setup build run test bench lint
+.PHONY: setup compile plugins build run test bench lint
 
 setup:
 	@scripts/setup.sh
 
-build: setup
+compile: setup
 	$(CARGO) build --release --workspace --all-targets
+
+## The example and test plugins, as components in $(PLUGIN_DIR).
+plugins: compile
+	CARGO=$(CARGO) $(CARGO_TARGET_DIR)/release/cairn-plugin-build $(PLUGIN_DIR) $(PLUGINS)
+
+build: compile plugins
 
 ## Start one node with its data in ./cairn-data, serving the etcd v3 API on 127.0.0.1:2379.
 run: build
@@ -26,7 +38,7 @@ run: build
 ## Every test: unit tests, etcdctl against cairn (KV, watch, lease, lock, elect), the differential test against a real etcd, crash
 ## durability, and multi-process clusters (failover, membership, snapshots, partitions).
 test: build
-	CAIRN_BIN=$(CAIRN) $(CARGO) test --release --workspace
+	CAIRN_BIN=$(CAIRN) CAIRN_PLUGIN_DIR=$(PLUGIN_DIR) $(CARGO) test --release --workspace
 
 ## Side-by-side benchmark of cairn and etcd clusters (MEMBERS=1, the default, or 3); prints the ratio table.
 bench: build

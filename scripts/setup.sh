@@ -4,6 +4,7 @@
 #   clang, libclang-dev       RocksDB's Rust bindings are generated with libclang
 #   etcd-server, etcd-client  the real etcd 3.4 and etcdctl that compatibility tests and
 #                             benchmarks run side by side with cairn
+#   wasm32-unknown-unknown    the Rust target plugins are compiled for (added with rustup)
 set -euo pipefail
 
 packages=(clang libclang-dev etcd-server etcd-client)
@@ -25,4 +26,13 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust with rustup first" >&2
   exit 1
+fi
+
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown" ]; then
+  if ! command -v rustup >/dev/null; then
+    echo "setup: the wasm32-unknown-unknown target is missing and rustup is not there to add it" >&2
+    exit 1
+  fi
+  echo "setup: adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
 fi

@@ -6,6 +6,7 @@ const PROTO_FILES: &[&str] = &[
     "etcd/etcdserverpb/rpc.proto",
     "etcd/authpb/auth.proto",
     "cairn/v1/peer.proto",
+    "cairn/v1/plugin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

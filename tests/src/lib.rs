@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 pub mod cluster;
 pub mod etcdctl;
+pub mod plugins;
 pub mod proxy;
 
 /// How long a server may take to answer its first request.

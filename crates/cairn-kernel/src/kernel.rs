@@ -231,6 +231,11 @@ impl Kernel {
         self.plugin_runtime = Some(runtime);
     }
 
+    /// The runtime plugin commands run on, for a kernel that replaces this one.
+    pub fn plugin_runtime(&self) -> Option<Arc<dyn PluginRuntime>> {
+        self.plugin_runtime.clone()
+    }
+
     /// Applies the commands one log entry carries, in order, each as [`Kernel::apply`] would:
     /// each gets its own revision and its own response or refusal. `time_ms` is the leader's
     /// clock when it appended the entry, the only clock plugin calls see. Stops at a storage
@@ -309,9 +314,9 @@ impl Kernel {
             Command::LeaseGrant(grant) => self.grant(*grant).map(CommandResponse::LeaseGrant),
             Command::LeaseRevoke(revoke) => self.revoke(*revoke).map(CommandResponse::LeaseRevoke),
             Command::PluginDeploy(deploy) => self.deploy(deploy).map(CommandResponse::PluginDeploy),
-            Command::PluginRemove(remove) => {
-                self.remove_plugin(remove).map(CommandResponse::PluginRemove)
-            }
+            Command::PluginRemove(remove) => self
+                .remove_plugin(remove)
+                .map(CommandResponse::PluginRemove),
             Command::PluginBind(bind) => self.bind(bind).map(CommandResponse::PluginBind),
             Command::PluginCall(call) => self.call(call).map(CommandResponse::PluginCall),
         }
@@ -446,7 +451,8 @@ impl Kernel {
             self.storage.stage_lease(&mut batch, *id, *ttl);
         }
         for (digest, bytes) in &pending.plugins.components {
-            self.storage.stage_blob(&mut batch, *digest, bytes.as_deref());
+            self.storage
+                .stage_blob(&mut batch, *digest, bytes.as_deref());
         }
         for (name, record) in &pending.plugins.records {
             self.storage.stage_plugin(&mut batch, name, record.as_ref());
@@ -491,7 +497,11 @@ impl Kernel {
     }
 
     /// `key`'s state at `revision`, if it existed then.
-    pub(crate) fn key_at(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>, StorageError> {
+    pub(crate) fn key_at(
+        &self,
+        key: &[u8],
+        revision: Revision,
+    ) -> Result<Option<KeyValue>, StorageError> {
         match self
             .index
             .visible(&KeyRange::Key(key.to_vec()), revision)

@@ -79,7 +79,9 @@ pub struct Manifest {
 impl Manifest {
     /// Whether every key of `range` lies inside one granted prefix.
     pub fn grants(&self, range: &KeyRange) -> bool {
-        self.prefixes.iter().any(|prefix| within_prefix(range, prefix))
+        self.prefixes
+            .iter()
+            .any(|prefix| within_prefix(range, prefix))
     }
 }
 

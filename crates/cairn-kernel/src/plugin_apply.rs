@@ -5,15 +5,16 @@
 //! calls at the same position. A call's writes commit with it at one new revision, after the
 //! validators bound to them agree, or not at all.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{Error, KvError, PluginFailureKind, StorageError};
 use crate::kernel::{Kernel, Writer};
 use crate::plugin::{
-    CallContext, Digest, LoadedPlugin, PluginRuntime, PluginBindRequest, PluginCallRequest, PluginCallResponse,
+    CallContext, Digest, LoadedPlugin, PluginBindRequest, PluginCallRequest, PluginCallResponse,
     PluginDeployRequest, PluginDeployResponse, PluginFailure, PluginRecord, PluginRecordResponse,
-    PluginRemoveRequest, ProposedWrite,
+    PluginRemoveRequest, PluginRuntime, ProposedWrite,
 };
 use crate::plugin_txn::CallTxn;
 use crate::storage::Storage;
@@ -37,14 +38,18 @@ impl Plugins {
     pub fn load(storage: &Storage) -> Result<Plugins, StorageError> {
         let mut plugins = Plugins::default();
         for record in storage.plugin_records()? {
-            if !plugins.components.contains_key(&record.digest) {
-                let bytes = storage
-                    .plugin_blob(record.digest)?
-                    .ok_or_else(|| StorageError::Corrupt {
-                        family: "plugin",
-                        reason: format!("{} names missing component {}", record.name, record.digest),
-                    })?;
-                plugins.components.insert(record.digest, bytes.into());
+            if let Entry::Vacant(slot) = plugins.components.entry(record.digest) {
+                let bytes =
+                    storage
+                        .plugin_blob(record.digest)?
+                        .ok_or_else(|| StorageError::Corrupt {
+                            family: "plugin",
+                            reason: format!(
+                                "{} names missing component {}",
+                                record.name, record.digest
+                            ),
+                        })?;
+                slot.insert(bytes.into());
             }
             plugins.records.insert(record.name.clone(), record);
         }
@@ -129,11 +134,9 @@ impl Kernel {
     ) -> Result<PluginDeployResponse, Error> {
         let runtime = self.runtime()?;
         let digest = Digest::of(&request.component);
-        let exports = runtime
-            .load(digest, &request.component)
-            .map_err(|reason| {
-                KvError::PluginRefused(format!("component {digest} refused: {reason}"))
-            })?;
+        let exports = runtime.load(digest, &request.component).map_err(|reason| {
+            KvError::PluginRefused(format!("component {digest} refused: {reason}"))
+        })?;
         if !exports.recipe && !exports.validator {
             return Err(KvError::PluginRefused(format!(
                 "component {digest} exports neither cairn:plugin/recipe nor cairn:plugin/validator"
@@ -156,9 +159,9 @@ impl Kernel {
             manifest: request.manifest.clone(),
             deployed_index: self.applied_index(),
         };
-        if !self.plugins.components.contains_key(&digest) {
+        if let Entry::Vacant(slot) = self.plugins.components.entry(digest) {
             let bytes: Arc<[u8]> = request.component.as_slice().into();
-            self.plugins.components.insert(digest, bytes.clone());
+            slot.insert(bytes.clone());
             self.pending.plugins.components.insert(digest, Some(bytes));
         }
         let replaced = self.put_record(record.clone());
@@ -186,7 +189,10 @@ impl Kernel {
         Ok(PluginRecordResponse { record })
     }
 
-    pub(crate) fn bind(&mut self, request: &PluginBindRequest) -> Result<PluginRecordResponse, Error> {
+    pub(crate) fn bind(
+        &mut self,
+        request: &PluginBindRequest,
+    ) -> Result<PluginRecordResponse, Error> {
         let mut record = self
             .plugins
             .get(&request.name)
@@ -215,7 +221,10 @@ impl Kernel {
 
     /// Runs a plugin call inside apply; its writes commit at one new revision if it succeeds
     /// and every validator bound to them agrees.
-    pub(crate) fn call(&mut self, request: &PluginCallRequest) -> Result<PluginCallResponse, Error> {
+    pub(crate) fn call(
+        &mut self,
+        request: &PluginCallRequest,
+    ) -> Result<PluginCallResponse, Error> {
         let context = self.call_context(request);
         let prepared = self.prepare_call(request)?;
         let mut txn = CallTxn::new(self, context, &prepared.record.manifest.prefixes, true);

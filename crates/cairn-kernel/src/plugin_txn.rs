@@ -20,6 +20,9 @@ pub const WRITE_BYTES_MAX: usize = 8 << 20;
 const LOG_MESSAGES_MAX: usize = 64;
 const LOG_MESSAGE_BYTES_MAX: usize = 1024;
 
+/// A key and its state after a call: `None` once deleted.
+pub(crate) type KeyWrite = (Vec<u8>, Option<KeyValue>);
+
 /// A plugin call's view of the store, confined to the prefixes its manifest grants.
 pub(crate) struct CallTxn<'k> {
     kernel: &'k Kernel,
@@ -58,7 +61,7 @@ impl<'k> CallTxn<'k> {
 
     /// The call's writes in key order: each key's final state, `None` for a delete. Deletes of
     /// keys that did not exist before the call are left out.
-    pub fn into_writes(self) -> (Vec<(Vec<u8>, Option<KeyValue>)>, Vec<String>) {
+    pub fn into_writes(self) -> (Vec<KeyWrite>, Vec<String>) {
         let revision = self.context.revision;
         let mut writes = Vec::with_capacity(self.overlay.len());
         for (key, state) in self.overlay {
@@ -232,7 +235,7 @@ impl PluginHost for CallTxn<'_> {
 }
 
 /// Writes as a validator is shown them.
-pub(crate) fn proposed(writes: &[(Vec<u8>, Option<KeyValue>)]) -> Vec<ProposedWrite> {
+pub(crate) fn proposed(writes: &[KeyWrite]) -> Vec<ProposedWrite> {
     writes
         .iter()
         .map(|(key, state)| ProposedWrite {

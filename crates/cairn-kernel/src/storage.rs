@@ -366,7 +366,10 @@ impl Storage {
     pub fn plugin_records(&self) -> Result<Vec<PluginRecord>, StorageError> {
         self.db
             .prefix_iterator_cf(self.family(PLUGIN), [PLUGIN_RECORD])
-            .take_while(|item| item.as_ref().map_or(true, |(key, _)| key[0] == PLUGIN_RECORD))
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key[0] == PLUGIN_RECORD)
+            })
             .map(|item| {
                 let (key, value) = item?;
                 postcard::from_bytes(&value).map_err(|e| {

@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, KvError, StorageError};
-use crate::plugin::ProposedWrite;
 use crate::kernel::{Kernel, Writer};
+use crate::plugin::ProposedWrite;
 use crate::types::{
     Compare, CompareResult, CompareTarget, KeyValue, NO_LEASE, RequestOp, ResponseOp, TxnRequest,
     TxnResponse,

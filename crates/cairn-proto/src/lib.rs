@@ -20,7 +20,8 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
-/// Cairn's own services: for now the peer transport between the members of a cluster.
+/// Cairn's own services: plugins for clients, and the transport between the members of a
+/// cluster.
 pub mod cairn_v1 {
     tonic::include_proto!("cairn.v1");
 }

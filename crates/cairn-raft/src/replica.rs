@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_kernel::plugin::PluginRuntime;
 use cairn_kernel::{Command, Kernel, Limits};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
@@ -157,16 +158,19 @@ struct ReadRounds {
 }
 
 impl Replica {
-    /// Opens this member's log and kernel under `data_dir` and starts Raft.
+    /// Opens this member's log and kernel under `data_dir` and starts Raft. Plugin commands run
+    /// on `plugins`; it is given before Raft starts because replaying the log may run them.
     pub async fn start(
         id: MemberId,
         data_dir: &Path,
         limits: Limits,
         settings: &RaftSettings,
         bootstrap: Bootstrap,
+        plugins: Arc<dyn PluginRuntime>,
     ) -> Result<Replica, StartError> {
         let dirs = StateDirs::new(data_dir);
-        let (kernel, kernel_name) = open_kernel(&dirs, limits)?;
+        let (mut kernel, kernel_name) = open_kernel(&dirs, limits)?;
+        kernel.set_plugin_runtime(plugins);
         let kernel = Arc::new(RwLock::new(kernel));
         let log_store = LogStore::open(&dirs.log)?;
         let (events, _) = broadcast::channel(EVENT_BATCHES_BUFFERED);

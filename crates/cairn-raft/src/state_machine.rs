@@ -289,7 +289,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut kernel = self.kernel.write().await;
         self.dirs.switch_to(&next_name).map_err(fail)?;
         let old_name = std::mem::replace(&mut self.kernel_name, next_name);
+        let plugins = kernel.plugin_runtime();
         *kernel = restored;
+        if let Some(plugins) = plugins {
+            kernel.set_plugin_runtime(plugins);
+        }
         // The events between the old state and the snapshot's are in the new kernel's history,
         // not in memory: announce the jump so watchers read them from there.
         let revision = kernel.revision();

@@ -96,6 +96,11 @@ pub struct ServeConfig {
     )]
     pub watch_progress_notify_interval: std::time::Duration,
 
+    /// A directory of plugins to deploy and keep deployed: each `NAME.wasm` component, with its
+    /// manifest in `NAME.toml` beside it, is deployed through the log when it appears or changes.
+    #[arg(long, env = "CAIRN_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
     /// Log entries applied between two snapshots.
     #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,

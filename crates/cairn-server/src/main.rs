@@ -8,6 +8,8 @@ use tracing_subscriber::EnvFilter;
 
 use cairn_server::config::ServeConfig;
 
+mod plugin_cli;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -26,6 +28,8 @@ enum Command {
     /// Backups, as `etcdctl snapshot save` takes them from a running member.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Deploy, list, describe, remove, bind and call plugins.
+    Plugin(plugin_cli::PluginArgs),
 }
 
 #[derive(Subcommand)]
@@ -55,6 +59,20 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(cairn_server::server::serve(*config, shutdown_signal()))
+        }
+        Command::Plugin(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            // As etcdctl: the reason on stderr, a non-zero status, no backtrace.
+            if let Err(error) = runtime.block_on(plugin_cli::run(args)) {
+                match error.downcast_ref::<tonic::Status>() {
+                    Some(status) => eprintln!("Error: {}", status.message()),
+                    None => eprintln!("Error: {error:#}"),
+                }
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
             let revision =

@@ -56,6 +56,12 @@ impl Node {
         if encoded_len > self.request_bytes_max {
             return Err(request_too_large());
         }
+        self.propose(command).await
+    }
+
+    /// Checks a write's shape, then applies it through the log, whatever its size: for writes
+    /// with limits of their own, such as a plugin's component.
+    pub async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
         cairn_kernel::validate::command(&command, &self.limits)
             .map_err(|error| kv_status(&error))?;
         match self.replica.write(command).await {

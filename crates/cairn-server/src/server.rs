@@ -13,6 +13,7 @@ use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_raft::{Bootstrap, Member, PeerService, RaftSettings, Replica};
+use cairn_wasm::WasmRuntime;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
@@ -25,6 +26,7 @@ use crate::lease::LeaseService;
 use crate::lessor::{Lessor, LessorPeerService};
 use crate::maintenance::MaintenanceService;
 use crate::node::Node;
+use crate::plugins::PluginsService;
 use crate::watch::{WatchService, WatchSettings};
 
 /// Room for a request's framing on top of `--max-request-bytes`, as etcd allows, so an oversized
@@ -64,14 +66,23 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let replica = Replica::start(member_id, &config.data_dir, limits, &settings, bootstrap)
-        .await
-        .with_context(|| {
-            format!(
-                "starting from the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+    let plugin_runtime = WasmRuntime::new(Some(config.data_dir.join("plugin-cache")))
+        .context("starting the plugin runtime")?;
+    let replica = Replica::start(
+        member_id,
+        &config.data_dir,
+        limits,
+        &settings,
+        bootstrap,
+        Arc::new(plugin_runtime),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting from the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let node = Arc::new(Node {
         replica: replica.clone(),
         cluster_id: identity::cluster_id(&token),
@@ -125,7 +136,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
             .add_service(
                 WatchServer::new(WatchService::new(node.clone(), watch_settings))
                     .max_decoding_message_size(decoding_bytes_max),
-            );
+            )
+            .add_service(PluginsService::server(node.clone()));
         let listener = bind(address).await?;
         servers.spawn(serve_on(
             router,
@@ -143,6 +155,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         advertise_client_urls,
         stopped.clone(),
     ));
+    let plugin_dir = config.plugin_dir.clone().map(|dir| {
+        tokio::spawn(crate::plugin_dir::keep_deployed(
+            node.clone(),
+            dir,
+            stopped.clone(),
+        ))
+    });
     tracing::info!(
         name = %config.name,
         member_id = format_args!("{member_id:x}"),
@@ -162,6 +181,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     }
     publishing.await.context("publishing task")?;
     expiring.await.context("lease expiry task")?;
+    if let Some(plugin_dir) = plugin_dir {
+        plugin_dir.await.context("plugin directory task")?;
+    }
     drop(lessor);
     drop(node);
     // Raft's tasks own the log and the state machine; once they end, the kernel's and the log's

@@ -43,7 +43,10 @@ impl CallState {
     }
 
     /// Turns a host refusal into the guest's error, or a store failure into a trap.
-    fn answer<T>(&mut self, result: Result<T, HostError>) -> wasmtime::Result<Result<T, kv::KvError>> {
+    fn answer<T>(
+        &mut self,
+        result: Result<T, HostError>,
+    ) -> wasmtime::Result<Result<T, kv::KvError>> {
         match result {
             Ok(value) => Ok(Ok(value)),
             Err(HostError::Denied(what)) => Ok(Err(kv::KvError::Denied(what))),

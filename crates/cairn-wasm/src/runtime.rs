@@ -11,8 +11,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::recipe::{RecipePlugin, RecipePluginPre};
-use crate::bindings::validator::exports::cairn::plugin::validator::Write;
 use crate::bindings::validator::ValidatorPluginPre;
+use crate::bindings::validator::exports::cairn::plugin::validator::Write;
 use crate::engine::{self, WASMTIME_VERSION};
 use crate::host::CallState;
 

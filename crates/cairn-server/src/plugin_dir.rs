@@ -1,0 +1,159 @@
+//! `--plugin-dir`: keeps the plugins of a directory deployed.
+//!
+//! Each `NAME.wasm` in the directory, with its manifest in `NAME.toml` when there is one, is
+//! deployed as plugin `NAME` through the log whenever the deployed plugin differs from it, so a
+//! new version dropped into the directory goes live on every replica at the same log index. A
+//! file the cluster refuses (not a component, a forbidden import, a bad manifest) is reported
+//! once and the deployed version keeps serving. Deleting a file removes nothing: removal is
+//! explicit (`cairn plugin rm`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cairn_kernel::Command;
+use cairn_kernel::PluginDeployRequest;
+use cairn_kernel::plugin::Digest;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tonic::Code;
+
+use crate::manifest_file::ManifestFile;
+use crate::node::SharedNode;
+use crate::plugins::manifest_from_wire;
+
+/// How long the directory must be quiet before it is read: a copy in progress fires many events.
+const SETTLE: Duration = Duration::from_millis(300);
+/// How often the directory is read even without events, so that a deploy that failed for want of
+/// a leader is tried again.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// Watches `dir` until `stopped` turns true.
+pub async fn keep_deployed(node: SharedNode, dir: PathBuf, mut stopped: watch::Receiver<bool>) {
+    let (changed, mut changes) = mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |_event| {
+        let _ = changed.try_send(());
+    })
+    .and_then(|mut watcher| {
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    });
+    let _watcher = match watcher {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), %error, "cannot watch the plugin directory; reading it every {RESCAN:?}");
+            None
+        }
+    };
+    let mut refused: HashMap<String, Digest> = HashMap::new();
+    loop {
+        sync(&node, &dir, &mut refused).await;
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = changes.recv() => {
+                tokio::time::sleep(SETTLE).await;
+                while changes.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(RESCAN) => {}
+        }
+    }
+}
+
+/// One plugin as the directory holds it.
+struct Candidate {
+    name: String,
+    request: PluginDeployRequest,
+    /// Identifies the file and its manifest, so a refused pair is not proposed again.
+    identity: Digest,
+}
+
+async fn sync(node: &SharedNode, dir: &Path, refused: &mut HashMap<String, Digest>) {
+    let candidates = match read_dir(dir) {
+        Ok(candidates) => candidates,
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), %error, "cannot read the plugin directory");
+            return;
+        }
+    };
+    for candidate in candidates {
+        let candidate = match candidate {
+            Ok(candidate) => candidate,
+            Err(reason) => {
+                tracing::error!(dir = %dir.display(), "plugin not deployed: {reason}");
+                continue;
+            }
+        };
+        if refused.get(&candidate.name) == Some(&candidate.identity) {
+            continue;
+        }
+        let deployed = node.replica.kernel().read().await.plugin(&candidate.name);
+        let request = &candidate.request;
+        if deployed.is_some_and(|d| {
+            d.digest == Digest::of(&request.component)
+                && d.version == request.version
+                && d.manifest == request.manifest
+        }) {
+            continue;
+        }
+        match node
+            .propose(Command::PluginDeploy(candidate.request.clone()))
+            .await
+        {
+            Ok(_) => {
+                refused.remove(&candidate.name);
+                tracing::info!(plugin = %candidate.name, version = %request.version, "deployed from the plugin directory");
+            }
+            Err(status) if status.code() == Code::InvalidArgument => {
+                tracing::error!(plugin = %candidate.name, reason = %status.message(), "plugin refused; the deployed version, if any, keeps serving");
+                refused.insert(candidate.name, candidate.identity);
+            }
+            Err(status) => {
+                tracing::warn!(plugin = %candidate.name, reason = %status.message(), "deploy failed; trying again");
+            }
+        }
+    }
+}
+
+fn read_dir(dir: &Path) -> std::io::Result<Vec<Result<Candidate, String>>> {
+    let mut components: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    components.sort();
+    Ok(components.iter().map(|path| candidate(path)).collect())
+}
+
+fn candidate(path: &Path) -> Result<Candidate, String> {
+    let name = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .ok_or_else(|| format!("{}: the file name is not UTF-8", path.display()))?
+        .to_string();
+    let component =
+        std::fs::read(path).map_err(|error| format!("reading {}: {error}", path.display()))?;
+    let manifest_path = path.with_extension("toml");
+    let (manifest, manifest_text) = if manifest_path.exists() {
+        let text = std::fs::read(&manifest_path).unwrap_or_default();
+        let manifest = ManifestFile::read(&manifest_path).map_err(|e| e.to_string())?;
+        (manifest, text)
+    } else {
+        (ManifestFile::default(), Vec::new())
+    };
+    let digest = Digest::of(&component);
+    let version = manifest
+        .version
+        .clone()
+        .unwrap_or_else(|| digest.to_hex()[..12].to_string());
+    let mut identity = component.clone();
+    identity.extend_from_slice(&manifest_text);
+    Ok(Candidate {
+        identity: Digest::of(&identity),
+        request: PluginDeployRequest {
+            name: name.clone(),
+            version,
+            component,
+            manifest: manifest_from_wire(manifest.to_wire()),
+        },
+        name,
+    })
+}

@@ -1,0 +1,17 @@
+//! Demonstrates the fuel limit: `spin` writes a key, then loops forever; the call must fail and
+//! the key must not be written.
+
+use std::hint::black_box;
+
+use cairn_plugin_sdk::kv;
+
+fn spin(_input: &[u8]) -> Result<Vec<u8>, String> {
+    kv::put(b"hostile/loop", b"written before spinning").map_err(|e| e.to_string())?;
+    let mut turns = 0u64;
+    loop {
+        // black_box keeps the optimizer from proving the loop has no effect.
+        turns = black_box(turns.wrapping_add(1));
+    }
+}
+
+cairn_plugin_sdk::recipe! { "spin" => spin }

@@ -1,0 +1,13 @@
+//! Demonstrates that a trap discards the call's writes: `trap_after_writes` puts three keys under
+//! `hostile/` and then panics, which in WebAssembly is a trap.
+
+use cairn_plugin_sdk::kv;
+
+fn trap_after_writes(_input: &[u8]) -> Result<Vec<u8>, String> {
+    for key in ["hostile/trap/1", "hostile/trap/2", "hostile/trap/3"] {
+        kv::put(key.as_bytes(), b"written before the trap").map_err(|e| e.to_string())?;
+    }
+    panic!("trapping after three writes");
+}
+
+cairn_plugin_sdk::recipe! { "trap_after_writes" => trap_after_writes }
