@@ -38,7 +38,7 @@ run: build
 ## Every test: unit tests, etcdctl against cairn (KV, watch, lease, lock, elect), the differential test against a real etcd, crash
 ## durability, and multi-process clusters (failover, membership, snapshots, partitions).
 test: build
-	CAIRN_BIN=$(CAIRN) CAIRN_PLUGIN_DIR=$(PLUGIN_DIR) $(CARGO) test --release --workspace
+	CAIRN_BIN=$(CAIRN) CAIRN_TEST_COMPONENTS=$(PLUGIN_DIR) $(CARGO) test --release --workspace
 
 ## Side-by-side benchmark of cairn and etcd clusters (MEMBERS=1, the default, or 3); prints the ratio table.
 bench: build

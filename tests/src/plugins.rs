@@ -7,9 +7,11 @@ use cairn_proto::cairn_v1::plugins_client::PluginsClient;
 use tonic::transport::Channel;
 
 /// The component `make plugins` built from package `name` (e.g. "counter", "hostile-loop"):
-/// `$CAIRN_PLUGIN_DIR/<name>.wasm`, by default in the cargo target directory's `plugins/`.
+/// `$CAIRN_TEST_COMPONENTS/<name>.wasm`, by default in the cargo target directory's `plugins/`.
+/// Not `CAIRN_PLUGIN_DIR`: the servers tests start inherit their environment and would take that
+/// as `--plugin-dir`.
 pub fn component(name: &str) -> Vec<u8> {
-    let dir = match std::env::var_os("CAIRN_PLUGIN_DIR") {
+    let dir = match std::env::var_os("CAIRN_TEST_COMPONENTS") {
         Some(dir) => PathBuf::from(dir),
         None => crate::cairn_binary()
             .parent()
@@ -20,14 +22,15 @@ pub fn component(name: &str) -> Vec<u8> {
     let path = dir.join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|error| {
         panic!(
-            "{}: {error}; build the plugins first (`make plugins`) or set CAIRN_PLUGIN_DIR",
+            "{}: {error}; build the plugins first (`make plugins`) or set CAIRN_TEST_COMPONENTS",
             path.display()
         )
     })
 }
 
+/// A plugin API client of the member at `endpoint` (a client URL, as `Cluster::endpoint` gives).
 pub async fn client(endpoint: &str) -> anyhow::Result<PluginsClient<Channel>> {
-    Ok(PluginsClient::connect(format!("http://{endpoint}"))
+    Ok(PluginsClient::connect(endpoint.to_string())
         .await?
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
