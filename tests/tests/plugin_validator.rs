@@ -67,6 +67,7 @@ async fn bind(admin: &mut PluginsClient<Channel>, unbind: bool) -> pb::PluginInf
         .unwrap()
 }
 
+/// Validators run in apply, so each member, leader or not, must answer the same refusal.
 async fn an_invalid_put_is_refused_through_every_member(cluster: &Cluster) {
     for i in 0..cluster.size() {
         let before = cluster.converged().await.unwrap();
@@ -81,6 +82,7 @@ async fn an_invalid_put_is_refused_through_every_member(cluster: &Cluster) {
     }
 }
 
+/// A Txn commits all of its writes or none: one invalid put sinks the valid one beside it.
 async fn a_txn_with_one_invalid_put_is_refused_whole(cluster: &Cluster, ctl: &Etcdctl) {
     let before = cluster.converged().await.unwrap();
     // No compares, so the success branch runs: a valid put and an invalid one.

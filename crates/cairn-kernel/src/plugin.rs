@@ -104,6 +104,9 @@ pub struct PluginRecord {
     /// The log index of the entry that deployed this version: the point at which every replica
     /// switched to it.
     pub deployed_index: u64,
+    /// The runtime that deployed it ([`PluginRuntime::engine`]): fuel accounting and compiled
+    /// code belong to one engine version, so a member running another refuses to run it.
+    pub engine: String,
 }
 
 /// The inputs of one call besides its arguments, the same on every replica.
@@ -180,6 +183,9 @@ pub enum PluginFailure {
 /// Runs plugin code. Implementations must be deterministic: the same component, limits, inputs
 /// and host answers give the same result and the same host calls on every replica.
 pub trait PluginRuntime: Send + Sync {
+    /// Names the engine and its version, e.g. `wasmtime 48.0.8`.
+    fn engine(&self) -> &str;
+
     /// Checks that `component` can run here and says what it exports; refuses it (with a reason
     /// naming the problem, such as an import outside `cairn:plugin`) otherwise.
     fn load(&self, digest: Digest, component: &[u8]) -> Result<Exports, String>;

@@ -158,6 +158,7 @@ impl Kernel {
             exports,
             manifest: request.manifest.clone(),
             deployed_index: self.applied_index(),
+            engine: runtime.engine().to_string(),
         };
         if let Entry::Vacant(slot) = self.plugins.components.entry(digest) {
             let bytes: Arc<[u8]> = request.component.as_slice().into();
@@ -352,6 +353,16 @@ impl Kernel {
         if request.lease != NO_LEASE && self.lease_ttl(request.lease).is_none() {
             return Err(KvError::LeaseNotFound.into());
         }
+        // A replica must not run a plugin on another engine than the one it was deployed on: the
+        // outcome could differ. Stopping the replica is the only answer that keeps state equal.
+        assert_eq!(
+            record.engine,
+            runtime.engine(),
+            "plugin {} was deployed on {}; this member runs {}: run one Cairn version per cluster",
+            record.name,
+            record.engine,
+            runtime.engine()
+        );
         if !record.exports.recipe {
             return Err(failed(
                 request,
@@ -418,4 +429,326 @@ fn failed(request: &PluginCallRequest, failure: &PluginFailure, reason: &str) ->
         reason: reason.to_string(),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{Exports, HostError, Manifest, PluginHost, PluginRuntime};
+    use crate::types::{Command, CommandResponse, RangeRequest, RequestOp, TxnRequest};
+    use crate::validate::Limits;
+
+    /// Runs "components" whose bytes name their behaviour, so the kernel's side of plugins
+    /// (transactions, grants, validation, atomicity) is tested without wasmtime.
+    struct ScriptedRuntime;
+
+    impl PluginRuntime for ScriptedRuntime {
+        fn engine(&self) -> &str {
+            "scripted 1"
+        }
+
+        fn load(&self, _digest: Digest, component: &[u8]) -> Result<Exports, String> {
+            match component {
+                b"recipe" => Ok(Exports {
+                    recipe: true,
+                    validator: false,
+                }),
+                b"validator" => Ok(Exports {
+                    recipe: false,
+                    validator: true,
+                }),
+                _ => Err("it imports wasi:cli/environment@0.2.0".into()),
+            }
+        }
+
+        /// `put`: input "key=value" puts; `put_then_fail`: puts, then returns an error; `read`:
+        /// returns the value at the input key; `delete`: deletes the input key.
+        fn call(
+            &self,
+            _plugin: &LoadedPlugin<'_>,
+            function: &str,
+            input: &[u8],
+            host: &mut dyn PluginHost,
+        ) -> Result<Vec<u8>, PluginFailure> {
+            let text = String::from_utf8(input.to_vec()).unwrap();
+            let refused = |e: HostError| PluginFailure::Returned(e.to_string());
+            match function {
+                "put" | "put_then_fail" => {
+                    for pair in text.split(',') {
+                        let (key, value) = pair.split_once('=').unwrap();
+                        host.put(key.into(), value.into(), NO_LEASE)
+                            .map_err(refused)?;
+                    }
+                    host.log(format!("wrote {text}"));
+                    if function == "put_then_fail" {
+                        return Err(PluginFailure::Trap("unreachable".into()));
+                    }
+                    Ok(Vec::new())
+                }
+                "read" => Ok(host
+                    .get(text.as_bytes())
+                    .map_err(refused)?
+                    .map(|kv| kv.value)
+                    .unwrap_or_default()),
+                "delete" => {
+                    let deleted = host
+                        .delete_range(&KeyRange::Key(text.into_bytes()))
+                        .map_err(refused)?;
+                    Ok(deleted.to_string().into_bytes())
+                }
+                other => Err(PluginFailure::Returned(format!("unknown function {other}"))),
+            }
+        }
+
+        /// Rejects any value containing "bad".
+        fn validate(
+            &self,
+            _plugin: &LoadedPlugin<'_>,
+            writes: &[ProposedWrite],
+            _host: &mut dyn PluginHost,
+        ) -> Result<Result<(), String>, PluginFailure> {
+            for write in writes {
+                if write
+                    .value
+                    .as_ref()
+                    .is_some_and(|v| v.windows(3).any(|w| w == b"bad"))
+                {
+                    let key = String::from_utf8_lossy(&write.key);
+                    return Ok(Err(format!("{key}: bad value")));
+                }
+            }
+            Ok(Ok(()))
+        }
+    }
+
+    struct Store {
+        _dir: tempfile::TempDir,
+        kernel: Kernel,
+        index: u64,
+    }
+
+    impl Store {
+        fn new() -> Store {
+            let dir = tempfile::tempdir().unwrap();
+            let mut kernel = Kernel::open(dir.path(), Limits::default()).unwrap();
+            kernel.set_plugin_runtime(Arc::new(ScriptedRuntime));
+            Store {
+                _dir: dir,
+                kernel,
+                index: 0,
+            }
+        }
+
+        fn apply(&mut self, command: Command) -> Result<CommandResponse, Error> {
+            self.index += 1;
+            let applied = self.kernel.apply(self.index, &command);
+            self.kernel.commit(crate::Durability::Buffered).unwrap();
+            applied
+        }
+
+        fn deploy(&mut self, name: &str, component: &[u8], prefixes: &[&str], hooks: &[&str]) {
+            self.apply(Command::PluginDeploy(PluginDeployRequest {
+                name: name.into(),
+                version: "1".into(),
+                component: component.to_vec(),
+                manifest: Manifest {
+                    prefixes: prefixes.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                    hooks: hooks.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                    ..Manifest::default()
+                },
+            }))
+            .unwrap();
+        }
+
+        fn call(&mut self, function: &str, input: &str) -> Result<PluginCallResponse, Error> {
+            match self.apply(Command::PluginCall(PluginCallRequest {
+                name: "recipe".into(),
+                function: function.into(),
+                input: input.as_bytes().to_vec(),
+                caller: String::new(),
+                lease: NO_LEASE,
+            }))? {
+                CommandResponse::PluginCall(called) => Ok(called),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn value(&self, key: &str) -> Option<String> {
+            let read = self
+                .kernel
+                .range(&RangeRequest::new(KeyRange::Key(key.into())))
+                .unwrap();
+            read.kvs
+                .first()
+                .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
+        }
+    }
+
+    fn refusal(result: Result<impl std::fmt::Debug, Error>) -> KvError {
+        match result {
+            Err(Error::Kv(error)) => error,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_call_commits_its_writes_at_one_revision_or_none_of_them() {
+        let mut store = Store::new();
+        store.deploy("recipe", b"recipe", &["a/"], &[]);
+        let before = store.kernel.revision();
+        let called = store.call("put", "a/1=x,a/2=y").unwrap();
+        assert_eq!(called.revision, before + 1);
+        assert_eq!(called.logs, vec!["wrote a/1=x,a/2=y".to_string()]);
+        assert_eq!(store.value("a/1").as_deref(), Some("x"));
+        assert_eq!(store.value("a/2").as_deref(), Some("y"));
+
+        let failed = refusal(store.call("put_then_fail", "a/1=lost,a/3=lost"));
+        assert!(matches!(
+            failed,
+            KvError::PluginFailed {
+                kind: PluginFailureKind::Trap,
+                ..
+            }
+        ));
+        assert_eq!(store.kernel.revision(), before + 1);
+        assert_eq!(store.value("a/1").as_deref(), Some("x"));
+        assert_eq!(store.value("a/3"), None);
+        assert!(
+            store.kernel.take_events().len() == 2,
+            "only the committed call's events"
+        );
+    }
+
+    #[test]
+    fn a_call_sees_its_own_writes_and_only_granted_keys() {
+        let mut store = Store::new();
+        store.deploy("recipe", b"recipe", &["a/"], &[]);
+        store.call("put", "a/k=v").unwrap();
+        assert_eq!(store.call("read", "a/k").unwrap().output, b"v");
+        let denied = refusal(store.call("put", "b/k=v"));
+        assert!(
+            denied.to_string().contains("outside the granted prefixes"),
+            "{denied}"
+        );
+        assert_eq!(store.value("b/k"), None);
+        assert_eq!(store.call("delete", "a/k").unwrap().output, b"1");
+        assert_eq!(store.value("a/k"), None);
+        let read_only = store
+            .kernel
+            .call_read_only(
+                &PluginCallRequest {
+                    name: "recipe".into(),
+                    function: "put".into(),
+                    input: b"a/z=1".to_vec(),
+                    caller: String::new(),
+                    lease: NO_LEASE,
+                },
+                0,
+            )
+            .unwrap_err();
+        assert!(
+            read_only.to_string().contains("may not write"),
+            "{read_only}"
+        );
+    }
+
+    #[test]
+    fn a_refused_component_deploys_nothing() {
+        let mut store = Store::new();
+        let refused = refusal(store.apply(Command::PluginDeploy(PluginDeployRequest {
+            name: "wasi".into(),
+            version: "1".into(),
+            component: b"wasi".to_vec(),
+            manifest: Manifest::default(),
+        })));
+        assert!(
+            refused.to_string().contains("wasi:cli/environment"),
+            "{refused}"
+        );
+        assert!(store.kernel.plugins().is_empty());
+    }
+
+    #[test]
+    fn validators_check_puts_deletes_txns_and_plugin_writes_under_their_prefix() {
+        let mut store = Store::new();
+        store.deploy("json", b"validator", &["c/"], &["c/"]);
+        store.deploy("recipe", b"recipe", &["c/", "d/"], &[]);
+        let put = |key: &str, value: &str| Command::Put(PutRequest::new(key, value));
+        store.apply(put("c/ok", "good")).unwrap();
+        store.apply(put("d/free", "bad")).unwrap();
+        let rejected = refusal(store.apply(put("c/no", "bad")));
+        assert_eq!(
+            rejected,
+            KvError::Rejected {
+                plugin: "json".into(),
+                reason: "c/no: bad value".into()
+            }
+        );
+        let revision = store.kernel.revision();
+        let txn = Command::Txn(TxnRequest {
+            compare: Vec::new(),
+            success: vec![
+                RequestOp::Put(PutRequest::new("c/t1", "good")),
+                RequestOp::Put(PutRequest::new("c/t2", "bad")),
+            ],
+            failure: Vec::new(),
+        });
+        assert!(matches!(
+            refusal(store.apply(txn)),
+            KvError::Rejected { .. }
+        ));
+        assert!(matches!(
+            refusal(store.call("put", "c/p=bad")),
+            KvError::Rejected { .. }
+        ));
+        assert_eq!(store.kernel.revision(), revision);
+        assert_eq!(store.value("c/t1"), None);
+
+        store
+            .apply(Command::PluginBind(PluginBindRequest {
+                name: "json".into(),
+                prefix: b"c/".to_vec(),
+                bound: false,
+            }))
+            .unwrap();
+        store.apply(put("c/no", "bad")).unwrap();
+    }
+
+    #[test]
+    fn plugins_survive_a_reopen_and_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kernel = Kernel::open(dir.path(), Limits::default()).unwrap();
+        kernel.set_plugin_runtime(Arc::new(ScriptedRuntime));
+        kernel
+            .apply(
+                1,
+                &Command::PluginDeploy(PluginDeployRequest {
+                    name: "recipe".into(),
+                    version: "7".into(),
+                    component: b"recipe".to_vec(),
+                    manifest: Manifest::default(),
+                }),
+            )
+            .unwrap();
+        kernel.commit(crate::Durability::Fsync).unwrap();
+        let deployed = kernel.plugins();
+        assert_eq!(deployed[0].deployed_index, 1);
+
+        let mut snapshot = Vec::new();
+        let checkpoint = kernel.checkpoint(&dir.path().join("checkpoint")).unwrap();
+        checkpoint.write_to(&mut snapshot).unwrap();
+        drop(checkpoint);
+        let restored_dir = tempfile::tempdir().unwrap();
+        let restored = crate::snapshot::restore(
+            &mut snapshot.as_slice(),
+            &restored_dir.path().join("kernel"),
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(restored.plugins(), deployed);
+
+        drop(kernel);
+        let reopened = Kernel::open(dir.path(), Limits::default()).unwrap();
+        assert_eq!(reopened.plugins(), deployed);
+    }
 }

@@ -259,7 +259,7 @@ fn describe(plugin: &pb::PluginInfo) -> String {
     };
     format!(
         "name: {}\nversion: {}\ndigest: {}\nsize: {}\nexports: {}\nprefixes: [{}]\nhooks: [{}]\n\
-         fuel: {}\nmemory_bytes: {}\noutput_bytes: {}\ndeployed_index: {}\n",
+         fuel: {}\nmemory_bytes: {}\noutput_bytes: {}\ndeployed_index: {}\nengine: {}\n",
         plugin.name,
         plugin.version,
         plugin.digest,
@@ -270,6 +270,7 @@ fn describe(plugin: &pb::PluginInfo) -> String {
         limits.fuel,
         limits.memory_bytes,
         limits.output_bytes,
-        plugin.deployed_index
+        plugin.deployed_index,
+        plugin.engine
     )
 }

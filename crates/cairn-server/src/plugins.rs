@@ -215,5 +215,6 @@ fn info(record: &PluginRecord) -> pb::PluginInfo {
             hooks: record.manifest.hooks.clone(),
         }),
         deployed_index: record.deployed_index,
+        engine: record.engine.clone(),
     }
 }

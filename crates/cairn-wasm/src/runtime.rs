@@ -43,6 +43,7 @@ pub struct WasmRuntime {
     linker: Linker<CallState>,
     compiled: Mutex<HashMap<Digest, Arc<Compiled>>>,
     cache_dir: Option<PathBuf>,
+    engine_name: String,
 }
 
 /// A component compiled and linked, ready to instantiate for a call.
@@ -72,6 +73,7 @@ impl WasmRuntime {
             linker,
             compiled: Mutex::new(HashMap::new()),
             cache_dir,
+            engine_name: format!("wasmtime {WASMTIME_VERSION}"),
         })
     }
 
@@ -172,6 +174,10 @@ impl WasmRuntime {
 }
 
 impl PluginRuntime for WasmRuntime {
+    fn engine(&self) -> &str {
+        &self.engine_name
+    }
+
     fn load(&self, digest: Digest, component: &[u8]) -> Result<Exports, String> {
         self.compiled(digest, component).map(|c| c.exports)
     }
@@ -252,5 +258,24 @@ fn failure(
         _ if store.data().limiter.denied => PluginFailure::MemoryLimit(plugin.limits.memory_bytes),
         Some(trap) => PluginFailure::Trap(trap.to_string()),
         None => PluginFailure::Trap(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_not_a_component_is_refused_with_the_reason() {
+        let runtime = WasmRuntime::new(None).unwrap();
+        let garbage = runtime
+            .load(Digest::of(b"garbage"), b"garbage")
+            .unwrap_err();
+        assert!(garbage.contains("not a valid component"), "{garbage}");
+        // A core module (the empty one) is not a component either.
+        let core = b"\0asm\x01\0\0\0";
+        let refused = runtime.load(Digest::of(core), core).unwrap_err();
+        assert!(refused.contains("not a valid component"), "{refused}");
+        assert_eq!(runtime.engine(), "wasmtime 48.0.8");
     }
 }
