@@ -20,8 +20,9 @@ pub mod random;
 
 mod bindings;
 
-pub use bindings::cairn::plugin::kv::{KeyValue, KvError, RangeResult};
+pub use bindings::cairn::plugin::kv::{KeyValue, RangeResult};
 pub use bindings::validator::exports::cairn::plugin::validator::Write;
+pub use kv::KvError;
 
 /// What a recipe plugin implements: clients call `function` with `input` and get the returned
 /// bytes, or the error as the call's failure reason (its writes discarded).

@@ -6,7 +6,8 @@ use std::hint::black_box;
 use cairn_plugin_sdk::kv;
 
 fn spin(_input: &[u8]) -> Result<Vec<u8>, String> {
-    kv::put(b"hostile/loop", b"written before spinning").map_err(|e| e.to_string())?;
+    // A read-only call may not write; it carries on so that it fails like a logged one.
+    let _refused = kv::put(b"hostile/loop", b"written before spinning");
     let mut turns = 0u64;
     loop {
         // black_box keeps the optimizer from proving the loop has no effect.

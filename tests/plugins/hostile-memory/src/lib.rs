@@ -8,7 +8,8 @@ use cairn_plugin_sdk::kv;
 const CHUNK_BYTES: usize = 1 << 20;
 
 fn grow(_input: &[u8]) -> Result<Vec<u8>, String> {
-    kv::put(b"hostile/memory", b"written before growing").map_err(|e| e.to_string())?;
+    // A read-only call may not write; it carries on so that it fails like a logged one.
+    let _refused = kv::put(b"hostile/memory", b"written before growing");
     let mut chunks = Vec::new();
     loop {
         // Touch every page so the memory is really used, not just reserved.

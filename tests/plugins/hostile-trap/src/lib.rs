@@ -5,7 +5,8 @@ use cairn_plugin_sdk::kv;
 
 fn trap_after_writes(_input: &[u8]) -> Result<Vec<u8>, String> {
     for key in ["hostile/trap/1", "hostile/trap/2", "hostile/trap/3"] {
-        kv::put(key.as_bytes(), b"written before the trap").map_err(|e| e.to_string())?;
+        // A read-only call may not write; it carries on so that it traps like a logged one.
+        let _refused = kv::put(key.as_bytes(), b"written before the trap");
     }
     panic!("trapping after three writes");
 }
