@@ -240,6 +240,31 @@ impl Cluster {
         ))
     }
 
+    /// Waits until every running member has applied the log as far as the furthest one had when
+    /// called: a request one member answered has then been applied (or refused) everywhere.
+    pub async fn all_applied(&self) -> anyhow::Result<()> {
+        let mut target = 0;
+        for i in self.running() {
+            target = target.max(self.status(i).await?.raft_applied_index);
+        }
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let mut behind = Vec::new();
+            for i in self.running() {
+                if self.status(i).await?.raft_applied_index < target {
+                    behind.push(i);
+                }
+            }
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("members {behind:?} did not apply index {target} within {SETTLE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Waits until every running member reports the same revision and HashKV; returns them.
     pub async fn converged(&self) -> anyhow::Result<(u32, i64)> {
         let deadline = Instant::now() + SETTLE_TIMEOUT;

@@ -8,7 +8,6 @@ use cairn_proto::etcdserverpb::RangeRequest;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_tests::cluster::Cluster;
 use cairn_tests::etcdctl::Etcdctl;
-use cairn_tests::eventually;
 use cairn_tests::plugins::{call, client, deploy, manifest};
 use tonic::Code;
 
@@ -278,7 +277,7 @@ async fn fails_identically_and_writes_nothing(cluster: &Cluster, hostile: &Hosti
     assert_eq!(failed.code(), hostile.code, "{failed:?}");
     assert!(failed.message().contains(hostile.message), "{failed:?}");
 
-    every_member_applied(cluster).await;
+    cluster.all_applied().await.unwrap();
     assert_eq!(
         cluster.converged().await.unwrap(),
         before,
@@ -319,24 +318,6 @@ async fn read_only(
         })
         .await
         .map(tonic::Response::into_inner)
-}
-
-/// Waits until every member has applied every entry that any member had applied when called:
-/// the failed call's entry included, since the member that answered it had applied it.
-async fn every_member_applied(cluster: &Cluster) {
-    let mut target = 0;
-    for i in 0..cluster.size() {
-        target = target.max(cluster.status(i).await.unwrap().raft_applied_index);
-    }
-    eventually("every member applies the failed call", async || {
-        for i in 0..cluster.size() {
-            if cluster.status(i).await.unwrap().raft_applied_index < target {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
 }
 
 /// How many keys member `i` holds under [`PREFIX`], read from its own store.

@@ -7,7 +7,6 @@ use cairn_proto::cairn_v1 as pb;
 use cairn_proto::cairn_v1::plugins_client::PluginsClient;
 use cairn_tests::cluster::Cluster;
 use cairn_tests::etcdctl::Etcdctl;
-use cairn_tests::eventually;
 use cairn_tests::plugins::{call, client, deploy, manifest};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -124,19 +123,7 @@ async fn a_plugin_write_is_validated_too(cluster: &Cluster) {
 /// Checks that a refused request, now applied by every member, left each with the revision and
 /// hash of `before`.
 async fn unchanged(cluster: &Cluster, before: (u32, i64)) {
-    let mut target = 0;
-    for i in 0..cluster.size() {
-        target = target.max(cluster.status(i).await.unwrap().raft_applied_index);
-    }
-    eventually("every member applies the refused request", async || {
-        for i in 0..cluster.size() {
-            if cluster.status(i).await.unwrap().raft_applied_index < target {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    cluster.all_applied().await.unwrap();
     assert_eq!(cluster.converged().await.unwrap(), before);
 }
 
