@@ -51,7 +51,9 @@ pub struct PluginLimits {
 }
 
 impl PluginLimits {
-    pub const FUEL_MAX: u64 = 10_000_000_000;
+    /// About two seconds of computation: a call runs inside apply, and every write on every
+    /// replica waits for it.
+    pub const FUEL_MAX: u64 = 1_000_000_000;
     pub const MEMORY_BYTES_MAX: u64 = 256 << 20;
     pub const OUTPUT_BYTES_MAX: u64 = 4 << 20;
 }
