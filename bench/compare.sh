@@ -8,8 +8,12 @@
 #   bench/compare.sh                # after `make build`; `make bench` does both
 #   MEMBERS=3 bench/compare.sh      # three-member clusters
 #   ROUNDS=5 bench/compare.sh       # more rounds, steadier medians
-#   WORKLOADS=watch bench/compare.sh  # only some of the tables: kv, watch, failover (default all;
-#                                     # failover needs MEMBERS=3)
+#   WORKLOADS=watch bench/compare.sh  # only some of the tables: kv, watch, failover, plugin
+#                                     # (default all; failover needs MEMBERS=3)
+#
+# The plugin table is cairn's alone (etcd has no plugins): a no-op plugin call through the log
+# against a put, each shape run against the same cairn cluster in turn, ROUNDS times, with the
+# call/put throughput ratio; then the cost of one call in-process (instantiate, call, drop).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +24,6 @@ rounds=${ROUNDS:-3}
 for binary in "$cairn" "$bench"; do
   [ -x "$binary" ] || { echo "missing $binary: run make build first" >&2; exit 1; }
 done
-command -v etcd >/dev/null || { echo "etcd not found: run make setup" >&2; exit 1; }
 
 work=$(mktemp -d)
 pids=()
@@ -43,10 +46,20 @@ wait_ready() {
 }
 
 members=${MEMBERS:-1}
-workload_tables=${WORKLOADS:-kv watch failover}
+workload_tables=${WORKLOADS:-kv watch failover plugin}
 
 # wants TABLE: whether WORKLOADS asks for TABLE.
 wants() { [[ " $workload_tables " == *" $1 "* ]]; }
+
+# Only the tables that compare with etcd need it.
+if wants kv || wants watch || { wants failover && [ "$members" -ge 3 ]; }; then with_etcd=1; else with_etcd=; fi
+[ -z "$with_etcd" ] || command -v etcd >/dev/null || { echo "etcd not found: run make setup" >&2; exit 1; }
+plugins=$target/plugins
+if wants plugin; then
+  for component in "$plugins/noop.wasm" "$plugins/counter.wasm"; do
+    [ -f "$component" ] || { echo "missing $component: run make plugins first" >&2; exit 1; }
+  done
+fi
 
 # Each member's client URL and process ID, by client URL, so a member can be killed and restarted.
 declare -A member_pid member_command
@@ -128,7 +141,7 @@ failover_ms() {
   sleep 2
 }
 
-start_cluster etcd; etcd_url=$endpoints
+if [ -n "$with_etcd" ]; then start_cluster etcd; etcd_url=$endpoints; fi
 start_cluster cairn; cairn_url=$endpoints
 
 # name | cairn-bench arguments
@@ -138,6 +151,16 @@ workloads=(
   "put, 256 clients / 16 conns|--clients 256 --conns 16 --total 60000 put"
   "range linearizable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency l"
   "range serializable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency s"
+)
+# The plugin table's shapes: name | cairn-bench load options, the same for the put and the call.
+plugin_shapes=(
+  "1 client|--clients 1 --conns 1 --total 2000"
+  "256 clients / 16 conns|--clients 256 --conns 16 --total 60000"
+)
+# In-process calls: name | cairn-bench instantiate options.
+instantiate_workloads=(
+  "noop \`noop\`|--component $plugins/noop.wasm --function noop"
+  "counter \`incr\`, one key|--component $plugins/counter.wasm --function incr --input counter/bench"
 )
 # 10,000 watchers on one member, 1,000 puts at 200/s; each put reaches FANOUT watchers, so the
 # rows step the event rate from 2,000 to 200,000 per second.
@@ -164,6 +187,21 @@ run_rounds() {
   for _ in $(seq 1 "$rounds"); do
     "$bench" --endpoints "$etcd" "$@" >>"$work/etcd.out"
     "$bench" --endpoints "$cairn" "$@" >>"$work/cairn.out"
+  done
+}
+
+# alternate A|B ARGUMENTS_A -- ARGUMENTS_B: runs cairn-bench with each in turn, ROUNDS times, into
+# $work/A.out and $work/B.out.
+alternate() {
+  local a=${1%|*} b=${1#*|} first=() second=()
+  shift
+  while [ "$1" != -- ]; do first+=("$1"); shift; done
+  shift
+  second=("$@")
+  : >"$work/$a.out"; : >"$work/$b.out"
+  for _ in $(seq 1 "$rounds"); do
+    "$bench" "${first[@]}" >>"$work/$a.out"
+    "$bench" "${second[@]}" >>"$work/$b.out"
   done
 }
 
@@ -215,4 +253,33 @@ if wants failover && [ "$members" -ge 3 ]; then
   echo "|---|---:|---:|---:|"
   printf "| default election timeouts (etcd 1000 ms, cairn 1000 ms) | %s | %s | %s |\n" "$ef" "$cf" \
     "$(ratio "$cf" "$ef")"
+fi
+
+if wants plugin; then
+  "$cairn" plugin deploy noop "$plugins/noop.wasm" --endpoints "$cairn_url" >/dev/null
+  echo
+  echo "| shape ($members-member cairn) | put req/s | noop call req/s | call/put | put p50 / p99 ms | call p50 / p99 ms |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for shape in "${plugin_shapes[@]}"; do
+    name=${shape%%|*}
+    read -r -a options <<<"${shape#*|}"
+    alternate "put|call" --endpoints "$cairn_url" "${options[@]}" put \
+      -- --endpoints "$cairn_url" "${options[@]}" call --plugin noop --function noop
+    pt=$(med throughput put); ct=$(med throughput call)
+    printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$pt" "$ct" "$(ratio "$ct" "$pt")" \
+      "$(med p50_ms put)" "$(med p99_ms put)" "$(med p50_ms call)" "$(med p99_ms call)"
+  done
+  echo
+  echo "| in-process call (instantiate + call + drop), 20,000 calls | mean µs | p50 µs | p99 µs | calls/s |"
+  echo "|---|---:|---:|---:|---:|"
+  for workload in "${instantiate_workloads[@]}"; do
+    name=${workload%%|*}
+    read -r -a options <<<"${workload#*|}"
+    : >"$work/instantiate.out"
+    for _ in $(seq 1 "$rounds"); do
+      "$bench" --total 20000 instantiate "${options[@]}" >>"$work/instantiate.out"
+    done
+    printf "| %s | %s | %s | %s | %.0f |\n" "$name" "$(med mean_us instantiate)" "$(med p50_us instantiate)" \
+      "$(med p99_us instantiate)" "$(med throughput instantiate)"
+  done
 fi

@@ -28,7 +28,8 @@ use tonic::transport::Channel;
 // (and the workspace lockfile) as they are.
 use tonic::codegen::tokio_stream::{self, StreamExt};
 
-use crate::{Args, LATENCY_US_MAX, connect};
+use crate::Args;
+use crate::load::{LATENCY_US_MAX, connect};
 
 /// How long to keep listening after the last put is acknowledged, for events still in flight:
 /// bounds the run when a server falls behind or drops events.
