@@ -34,6 +34,9 @@ pub struct Kernel {
     revision: Revision,
     compact_revision: Revision,
     applied_index: u64,
+    /// The clock plugin calls see: the newest entry time applied, so it never goes back, even
+    /// when a new leader's clock is behind the old one's.
+    time_ms: u64,
     replication: Vec<u8>,
     limits: Limits,
     pub(crate) pending: Pending,
@@ -41,16 +44,9 @@ pub struct Kernel {
     events: Vec<Event>,
     pub(crate) plugins: Plugins,
     pub(crate) plugin_runtime: Option<Arc<dyn PluginRuntime>>,
-    /// The log entry being applied and the command's place in it.
-    entry: EntryPosition,
-}
-
-/// Where the command being applied sits in the log, and the leader's clock when it was appended:
-/// the inputs, besides the state, that plugin calls may see.
-#[derive(Clone, Copy, Default)]
-struct EntryPosition {
-    time_ms: u64,
-    command: u32,
+    /// The place of the command being applied in its log entry: with the entry's index, it
+    /// seeds plugin calls' PRNG.
+    entry_command: u32,
 }
 
 /// An answer of [`Kernel::history_events`].
@@ -137,13 +133,14 @@ impl Kernel {
             revision: meta.revision,
             compact_revision: meta.compact_revision,
             applied_index: meta.applied_index,
+            time_ms: meta.time_ms,
             replication: meta.replication,
             limits,
             pending: Pending::default(),
             events: Vec::new(),
             plugins,
             plugin_runtime: None,
-            entry: EntryPosition::default(),
+            entry_command: 0,
         })
     }
 
@@ -238,7 +235,8 @@ impl Kernel {
 
     /// Applies the commands one log entry carries, in order, each as [`Kernel::apply`] would:
     /// each gets its own revision and its own response or refusal. `time_ms` is the leader's
-    /// clock when it appended the entry, the only clock plugin calls see. Stops at a storage
+    /// clock when it appended the entry; plugin calls see the newest such time applied, their
+    /// only clock. Stops at a storage
     /// error, after which the caller must stop using this kernel.
     pub fn apply_batch(
         &mut self,
@@ -251,7 +249,7 @@ impl Kernel {
             .iter()
             .enumerate()
             .map(|(position, command)| {
-                self.entry.command = position as u32;
+                self.entry_command = position as u32;
                 self.apply_one(command)
             })
             .map(|outcome| match outcome {
@@ -269,19 +267,17 @@ impl Kernel {
             self.applied_index
         );
         self.applied_index = index;
-        self.entry = EntryPosition {
-            time_ms,
-            command: 0,
-        };
+        self.time_ms = self.time_ms.max(time_ms);
+        self.entry_command = 0;
         self.pending.meta_changed = true;
     }
 
     /// The context of a plugin run for the command being applied; its PRNG seed mixes the log
     /// index with the command's place in the entry, so no two commands share one.
     pub(crate) fn entry_context(&self) -> CallContext {
-        let position = (self.applied_index << 16) ^ u64::from(self.entry.command);
+        let position = (self.applied_index << 16) ^ u64::from(self.entry_command);
         CallContext {
-            now_ms: self.entry.time_ms,
+            now_ms: self.time_ms,
             revision: self.revision,
             caller: String::new(),
             lease: NO_LEASE,
@@ -473,6 +469,7 @@ impl Kernel {
             revision: self.revision,
             compact_revision: self.compact_revision,
             applied_index: self.applied_index,
+            time_ms: self.time_ms,
             replication: self.replication.clone(),
         }
     }

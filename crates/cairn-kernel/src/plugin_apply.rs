@@ -264,7 +264,7 @@ impl Kernel {
 
     /// Runs a call that may not write against the newest applied state, outside the log: the
     /// caller makes the read linearizable first if it must be. `now_ms` is the serving member's
-    /// clock.
+    /// clock; the call sees it unless the log's clock is ahead.
     pub fn call_read_only(
         &self,
         request: &PluginCallRequest,
@@ -272,7 +272,7 @@ impl Kernel {
     ) -> Result<PluginCallResponse, Error> {
         crate::validate::plugin_name(&request.name)?;
         let mut context = self.call_context(request);
-        context.now_ms = now_ms;
+        context.now_ms = context.now_ms.max(now_ms);
         let prepared = self.prepare_call(request)?;
         let mut txn = CallTxn::new(self, context, &prepared.record.manifest.prefixes, false);
         let output = prepared.run(request, &mut txn)?;
@@ -485,6 +485,7 @@ mod tests {
                     }
                     Ok(Vec::new())
                 }
+                "now" => Ok(host.context().now_ms.to_string().into_bytes()),
                 "read" => Ok(host
                     .get(text.as_bytes())
                     .map_err(refused)?
@@ -650,6 +651,43 @@ mod tests {
             read_only.to_string().contains("may not write"),
             "{read_only}"
         );
+    }
+
+    #[test]
+    fn the_clock_calls_see_never_goes_back_even_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = |kernel: &mut Kernel, index: u64, time_ms: u64| {
+            let call = Command::PluginCall(PluginCallRequest {
+                name: "recipe".into(),
+                function: "now".into(),
+                input: Vec::new(),
+                caller: String::new(),
+                lease: NO_LEASE,
+            });
+            let applied = kernel.apply_batch(index, time_ms, &[call]).unwrap();
+            kernel.commit(crate::Durability::Fsync).unwrap();
+            match applied.into_iter().next().unwrap().unwrap() {
+                CommandResponse::PluginCall(called) => String::from_utf8(called.output).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut kernel = Kernel::open(dir.path(), Limits::default()).unwrap();
+        kernel.set_plugin_runtime(Arc::new(ScriptedRuntime));
+        let deploy = Command::PluginDeploy(PluginDeployRequest {
+            name: "recipe".into(),
+            version: "1".into(),
+            component: b"recipe".to_vec(),
+            manifest: Manifest::default(),
+        });
+        kernel.apply_batch(1, 0, &[deploy]).unwrap();
+        assert_eq!(now(&mut kernel, 2, 5_000), "5000");
+        // A new leader whose clock is behind.
+        assert_eq!(now(&mut kernel, 3, 4_000), "5000");
+        drop(kernel);
+        let mut kernel = Kernel::open(dir.path(), Limits::default()).unwrap();
+        kernel.set_plugin_runtime(Arc::new(ScriptedRuntime));
+        assert_eq!(now(&mut kernel, 4, 4_500), "5000");
+        assert_eq!(now(&mut kernel, 5, 6_000), "6000");
     }
 
     #[test]

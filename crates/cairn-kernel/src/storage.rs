@@ -35,6 +35,7 @@ const PLUGIN_BLOB: u8 = b'b';
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACT_REVISION: &[u8] = b"compact_revision";
 const META_APPLIED_INDEX: &[u8] = b"applied_index";
+const META_TIME: &[u8] = b"time_ms";
 const META_REPLICATION: &[u8] = b"replication";
 
 /// etcd's compacted revision before the first compaction.
@@ -212,6 +213,8 @@ pub(crate) struct Meta {
     pub revision: Revision,
     pub compact_revision: Revision,
     pub applied_index: u64,
+    /// The newest log entry time applied: the clock plugin calls see never goes back.
+    pub time_ms: u64,
     /// Opaque to the kernel: whatever the layer feeding it commands needs to resume after a
     /// restart, kept atomic with the state it describes.
     pub replication: Vec<u8>,
@@ -297,6 +300,7 @@ impl Storage {
             compact_revision: read(META_COMPACT_REVISION)?
                 .map_or(NEVER_COMPACTED, i64::from_be_bytes),
             applied_index: read(META_APPLIED_INDEX)?.map_or(0, u64::from_be_bytes),
+            time_ms: read(META_TIME)?.map_or(0, u64::from_be_bytes),
             replication: self
                 .db
                 .get_cf(self.family(META), META_REPLICATION)?
@@ -418,6 +422,7 @@ impl Storage {
             meta.compact_revision.to_be_bytes(),
         );
         batch.put_cf(family, META_APPLIED_INDEX, meta.applied_index.to_be_bytes());
+        batch.put_cf(family, META_TIME, meta.time_ms.to_be_bytes());
         batch.put_cf(family, META_REPLICATION, &meta.replication);
     }
 
