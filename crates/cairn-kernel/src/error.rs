@@ -73,6 +73,10 @@ pub enum StorageError {
         family: &'static str,
         reason: String,
     },
+    /// The plugin runtime failed on this member where others may not: stopping is the only way
+    /// to stay equal to them.
+    #[error("plugin runtime: {0}")]
+    PluginRuntime(String),
     #[error("data directory {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,

@@ -324,7 +324,9 @@ impl Kernel {
             return Ok(());
         }
         let value = if put.ignore_value {
-            self.key_at(&put.key, self.revision)?.map(|kv| kv.value)
+            // etcd's refusal of an ignore_value put of a missing key comes first.
+            let existing = self.key_at(&put.key, self.revision)?;
+            Some(existing.ok_or(KvError::KeyNotFound)?.value)
         } else {
             Some(put.value.clone())
         };

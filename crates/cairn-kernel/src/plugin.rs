@@ -180,12 +180,17 @@ pub enum PluginFailure {
     /// The store failed under the call; not a result, the node must stop.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// This member's runtime failed (it could not compile or instantiate what it ran before,
+    /// say): not a result either, since other members may well succeed; the node must stop.
+    #[error("the plugin runtime failed on this member: {0}")]
+    Runtime(String),
 }
 
 /// Runs plugin code. Implementations must be deterministic: the same component, limits, inputs
 /// and host answers give the same result and the same host calls on every replica.
 pub trait PluginRuntime: Send + Sync {
-    /// Names the engine and its version, e.g. `wasmtime 48.0.8`.
+    /// Names the engine, its version and the machine it compiles for, e.g. `wasmtime 48.0.8
+    /// x86_64`: whatever could make a call's outcome differ.
     fn engine(&self) -> &str;
 
     /// Checks that `component` can run here and says what it exports; refuses it (with a reason
@@ -224,6 +229,9 @@ pub struct PluginDeployRequest {
     pub version: String,
     pub component: Vec<u8>,
     pub manifest: Manifest,
+    /// The engine of the member that proposed the deploy ([`PluginRuntime::engine`]): every
+    /// replica records this one, and one running another engine stops rather than diverge.
+    pub engine: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -113,6 +113,7 @@ impl PreparedCall {
         {
             Ok(output) => Ok(output),
             Err(PluginFailure::Storage(error)) => Err(error.into()),
+            Err(PluginFailure::Runtime(reason)) => Err(StorageError::PluginRuntime(reason).into()),
             Err(failure) => Err(failed(request, &failure, &failure.to_string())),
         }
     }
@@ -133,6 +134,7 @@ impl Kernel {
         request: &PluginDeployRequest,
     ) -> Result<PluginDeployResponse, Error> {
         let runtime = self.runtime()?;
+        same_engine(&request.name, &request.engine, runtime.as_ref());
         let digest = Digest::of(&request.component);
         let exports = runtime.load(digest, &request.component).map_err(|reason| {
             KvError::PluginRefused(format!("component {digest} refused: {reason}"))
@@ -150,15 +152,18 @@ impl Kernel {
             ))
             .into());
         }
+        let mut manifest = request.manifest.clone();
+        manifest.hooks.sort();
+        manifest.hooks.dedup();
         let record = PluginRecord {
             name: request.name.clone(),
             version: request.version.clone(),
             digest,
             size: request.component.len() as u64,
             exports,
-            manifest: request.manifest.clone(),
+            manifest,
             deployed_index: self.applied_index(),
-            engine: runtime.engine().to_string(),
+            engine: request.engine.clone(),
         };
         if let Entry::Vacant(slot) = self.plugins.components.entry(digest) {
             let bytes: Arc<[u8]> = request.component.as_slice().into();
@@ -273,6 +278,8 @@ impl Kernel {
         crate::validate::plugin_name(&request.name)?;
         let mut context = self.call_context(request);
         context.now_ms = context.now_ms.max(now_ms);
+        // Read-only calls between two entries would otherwise share the entry's seed.
+        context.seed ^= now_ms.wrapping_mul(0x2545_f491_4f6c_dd1d);
         let prepared = self.prepare_call(request)?;
         let mut txn = CallTxn::new(self, context, &prepared.record.manifest.prefixes, false);
         let output = prepared.run(request, &mut txn)?;
@@ -301,6 +308,7 @@ impl Kernel {
                 continue;
             }
             let runtime = self.runtime()?;
+            same_engine(&record.name, &record.engine, runtime.as_ref());
             let component = self.plugins.component(record);
             let plugin = LoadedPlugin {
                 digest: record.digest,
@@ -317,6 +325,9 @@ impl Kernel {
                 Ok(Ok(())) => continue,
                 Ok(Err(reason)) => reason,
                 Err(PluginFailure::Storage(error)) => return Err(error.into()),
+                Err(PluginFailure::Runtime(reason)) => {
+                    return Err(StorageError::PluginRuntime(reason).into());
+                }
                 Err(failure) => format!("the validator failed: {failure}"),
             };
             return Err(KvError::Rejected {
@@ -353,16 +364,7 @@ impl Kernel {
         if request.lease != NO_LEASE && self.lease_ttl(request.lease).is_none() {
             return Err(KvError::LeaseNotFound.into());
         }
-        // A replica must not run a plugin on another engine than the one it was deployed on: the
-        // outcome could differ. Stopping the replica is the only answer that keeps state equal.
-        assert_eq!(
-            record.engine,
-            runtime.engine(),
-            "plugin {} was deployed on {}; this member runs {}: run one Cairn version per cluster",
-            record.name,
-            record.engine,
-            runtime.engine()
-        );
+        same_engine(&record.name, &record.engine, runtime.as_ref());
         if !record.exports.recipe {
             return Err(failed(
                 request,
@@ -412,6 +414,18 @@ impl Kernel {
     }
 }
 
+/// A replica must not run a plugin on another engine than the one it was deployed on, since the
+/// outcome could differ: stopping is the only answer that keeps every replica's state equal.
+fn same_engine(plugin: &str, deployed_on: &str, runtime: &dyn PluginRuntime) {
+    assert_eq!(
+        deployed_on,
+        runtime.engine(),
+        "plugin {plugin} was deployed on {deployed_on}; this member runs {}: run one Cairn build \
+         per cluster",
+        runtime.engine()
+    );
+}
+
 fn failed(request: &PluginCallRequest, failure: &PluginFailure, reason: &str) -> Error {
     let kind = match failure {
         PluginFailure::Returned(_) => PluginFailureKind::Returned,
@@ -420,7 +434,9 @@ fn failed(request: &PluginCallRequest, failure: &PluginFailure, reason: &str) ->
         PluginFailure::OutOfFuel(_)
         | PluginFailure::MemoryLimit(_)
         | PluginFailure::OutputTooLarge { .. } => PluginFailureKind::Limit,
-        PluginFailure::Storage(_) => unreachable!("storage failures are not call results"),
+        PluginFailure::Storage(_) | PluginFailure::Runtime(_) => {
+            unreachable!("failures of the member are not call results")
+        }
     };
     KvError::PluginFailed {
         plugin: request.name.clone(),
@@ -557,6 +573,7 @@ mod tests {
                     hooks: hooks.iter().map(|p| p.as_bytes().to_vec()).collect(),
                     ..Manifest::default()
                 },
+                engine: "scripted 1".into(),
             }))
             .unwrap();
         }
@@ -678,6 +695,7 @@ mod tests {
             version: "1".into(),
             component: b"recipe".to_vec(),
             manifest: Manifest::default(),
+            engine: "scripted 1".into(),
         });
         kernel.apply_batch(1, 0, &[deploy]).unwrap();
         assert_eq!(now(&mut kernel, 2, 5_000), "5000");
@@ -691,6 +709,50 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "run one Cairn build per cluster")]
+    fn a_member_on_another_engine_stops_rather_than_diverge() {
+        let mut store = Store::new();
+        let _ = store.apply(Command::PluginDeploy(PluginDeployRequest {
+            name: "recipe".into(),
+            version: "1".into(),
+            component: b"recipe".to_vec(),
+            manifest: Manifest::default(),
+            engine: "wasmtime 0.0.1 x86_64".into(),
+        }));
+    }
+
+    #[test]
+    fn oversized_plugin_requests_are_refused_before_they_run() {
+        let mut store = Store::new();
+        store.deploy("recipe", b"recipe", &["a/"], &[]);
+        let long = "f".repeat(crate::validate::PLUGIN_FUNCTION_BYTES_MAX + 1);
+        assert!(matches!(
+            refusal(store.call(&long, "")),
+            KvError::PluginRefused(_)
+        ));
+        let bind = Command::PluginBind(PluginBindRequest {
+            name: "recipe".into(),
+            prefix: vec![b'p'; crate::validate::PLUGIN_PREFIX_BYTES_MAX + 1],
+            bound: true,
+        });
+        assert!(matches!(
+            refusal(store.apply(bind)),
+            KvError::PluginRefused(_)
+        ));
+        let deploy = Command::PluginDeploy(PluginDeployRequest {
+            name: "big".into(),
+            version: "1".into(),
+            component: vec![0; crate::validate::COMPONENT_BYTES_MAX + 1],
+            manifest: Manifest::default(),
+            engine: "scripted 1".into(),
+        });
+        assert!(matches!(
+            refusal(store.apply(deploy)),
+            KvError::PluginRefused(_)
+        ));
+    }
+
+    #[test]
     fn a_refused_component_deploys_nothing() {
         let mut store = Store::new();
         let refused = refusal(store.apply(Command::PluginDeploy(PluginDeployRequest {
@@ -698,6 +760,7 @@ mod tests {
             version: "1".into(),
             component: b"wasi".to_vec(),
             manifest: Manifest::default(),
+            engine: "scripted 1".into(),
         })));
         assert!(
             refused.to_string().contains("wasi:cli/environment"),
@@ -765,6 +828,7 @@ mod tests {
                     version: "7".into(),
                     component: b"recipe".to_vec(),
                     manifest: Manifest::default(),
+                    engine: "scripted 1".into(),
                 }),
             )
             .unwrap();

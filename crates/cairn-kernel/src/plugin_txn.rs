@@ -12,8 +12,9 @@ use crate::kernel::Kernel;
 use crate::plugin::{CallContext, HostError, PluginHost, ProposedWrite, within_prefix};
 use crate::types::{KeyRange, KeyValue, LeaseId, NO_LEASE};
 
-/// Most keys one range read returns.
+/// Most keys one range read returns, and about the most bytes of keys and values.
 pub const RANGE_LIMIT_MAX: u32 = 10_000;
+pub const RANGE_BYTES_MAX: usize = 4 << 20;
 /// Most bytes of keys and values one call may write.
 pub const WRITE_BYTES_MAX: usize = 8 << 20;
 /// Most log messages a call keeps, and the longest one.
@@ -171,12 +172,20 @@ impl PluginHost for CallTxn<'_> {
             n => n.min(RANGE_LIMIT_MAX),
         } as usize;
         let current = self.current(range);
-        let more = current.len() > limit;
-        let kvs = current
-            .into_values()
-            .take(limit)
-            .map(|c| self.load(c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let total = current.len();
+        let mut kvs = Vec::new();
+        let mut bytes = 0;
+        for state in current.into_values().take(limit) {
+            if bytes >= RANGE_BYTES_MAX {
+                break;
+            }
+            let kv = self.load(state)?;
+            bytes += kv.key.len() + kv.value.len();
+            kvs.push(kv);
+        }
+        // A read cut short by size says so the way a limit does: `more`, for the caller to go on
+        // from its last key.
+        let more = total > kvs.len();
         Ok((kvs, more))
     }
 

@@ -39,13 +39,39 @@ pub fn command(command: &Command, limits: &Limits) -> Result<(), KvError> {
         Command::LeaseGrant(grant) => lease_grant(grant),
         Command::PluginDeploy(deploy) => plugin_deploy(deploy),
         Command::PluginRemove(remove) => plugin_name(&remove.name),
-        Command::PluginBind(bind) => plugin_name(&bind.name),
-        Command::PluginCall(call) => plugin_name(&call.name),
+        Command::PluginBind(bind) => {
+            plugin_name(&bind.name)?;
+            plugin_prefix(&bind.prefix)
+        }
+        Command::PluginCall(call) => {
+            plugin_name(&call.name)?;
+            if call.function.len() > PLUGIN_FUNCTION_BYTES_MAX {
+                return Err(KvError::PluginRefused(format!(
+                    "a function name may be at most {PLUGIN_FUNCTION_BYTES_MAX} bytes"
+                )));
+            }
+            Ok(())
+        }
     }
 }
 
-/// Largest component a deploy may carry: it travels in one log entry.
-pub const COMPONENT_BYTES_MAX: usize = 16 << 20;
+/// Largest component a deploy may carry: it travels in one log entry, which followers must take
+/// in within one heartbeat interval.
+pub const COMPONENT_BYTES_MAX: usize = 4 << 20;
+/// Longest function name a call may give.
+pub const PLUGIN_FUNCTION_BYTES_MAX: usize = 256;
+/// Longest granted or bound prefix, and most prefixes of each kind in a manifest.
+pub const PLUGIN_PREFIX_BYTES_MAX: usize = 4096;
+pub const PLUGIN_PREFIXES_MAX: usize = 64;
+
+fn plugin_prefix(prefix: &[u8]) -> Result<(), KvError> {
+    if prefix.len() > PLUGIN_PREFIX_BYTES_MAX {
+        return Err(KvError::PluginRefused(format!(
+            "a prefix may be at most {PLUGIN_PREFIX_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
 
 /// A plugin name is what a CLI user types: 1 to 64 of `a-z`, `0-9`, `-`, `_` and `.`.
 pub fn plugin_name(name: &str) -> Result<(), KvError> {
@@ -76,6 +102,16 @@ pub fn plugin_deploy(deploy: &PluginDeployRequest) -> Result<(), KvError> {
             "the component is {} bytes, over the limit of {COMPONENT_BYTES_MAX}",
             deploy.component.len()
         ));
+    }
+    for prefixes in [&deploy.manifest.prefixes, &deploy.manifest.hooks] {
+        if prefixes.len() > PLUGIN_PREFIXES_MAX {
+            return refuse(format!(
+                "a manifest may name at most {PLUGIN_PREFIXES_MAX} prefixes and as many hooks"
+            ));
+        }
+        prefixes
+            .iter()
+            .try_for_each(|prefix| plugin_prefix(prefix))?;
     }
     let limits = &deploy.manifest.limits;
     let checks = [

@@ -56,7 +56,12 @@ impl ManifestFile {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ManifestError::Parse {
+        ManifestFile::parse(&text, path)
+    }
+
+    /// Parses `text`, read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<ManifestFile, ManifestError> {
+        toml::from_str(text).map_err(|source| ManifestError::Parse {
             path: path.display().to_string(),
             source: Box::new(source),
         })

@@ -1,11 +1,13 @@
 //! `--plugin-dir`: keeps the plugins of a directory deployed.
 //!
 //! Each `NAME.wasm` in the directory, with its manifest in `NAME.toml` when there is one, is
-//! deployed as plugin `NAME` through the log whenever the deployed plugin differs from it, so a
-//! new version dropped into the directory goes live on every replica at the same log index. A
-//! file the cluster refuses (not a component, a forbidden import, a bad manifest) is reported
-//! once and the deployed version keeps serving. Deleting a file removes nothing: removal is
-//! explicit (`cairn plugin rm`).
+//! deployed as plugin `NAME` through the log when it first differs from the deployed plugin and
+//! whenever the files change after that, so a new version dropped into the directory goes live
+//! on every replica at the same log index. Acting on changes of the files, not on every
+//! difference, leaves alone what an operator did since (`cairn plugin bind`, `rm`, a deploy by
+//! hand), and keeps members whose directories are out of step from undoing each other. A file
+//! the cluster refuses (not a component, a forbidden import, a bad manifest) is reported once
+//! and the deployed version keeps serving. Deleting a file removes nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,9 +47,9 @@ pub async fn keep_deployed(node: SharedNode, dir: PathBuf, mut stopped: watch::R
             None
         }
     };
-    let mut refused: HashMap<String, Digest> = HashMap::new();
+    let mut handled: HashMap<String, Digest> = HashMap::new();
     loop {
-        sync(&node, &dir, &mut refused).await;
+        sync(&node, &dir, &mut handled).await;
         tokio::select! {
             _ = stopped.changed() => return,
             _ = changes.recv() => {
@@ -63,11 +65,13 @@ pub async fn keep_deployed(node: SharedNode, dir: PathBuf, mut stopped: watch::R
 struct Candidate {
     name: String,
     request: PluginDeployRequest,
-    /// Identifies the file and its manifest, so a refused pair is not proposed again.
+    /// Identifies the file and its manifest, so a pair already handled is left alone.
     identity: Digest,
 }
 
-async fn sync(node: &SharedNode, dir: &Path, refused: &mut HashMap<String, Digest>) {
+/// Deploys what changed in `dir` since `handled` (each plugin's files as last deployed, found
+/// deployed, or refused).
+async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Digest>) {
     let candidates = match read_dir(dir) {
         Ok(candidates) => candidates,
         Err(error) => {
@@ -83,7 +87,7 @@ async fn sync(node: &SharedNode, dir: &Path, refused: &mut HashMap<String, Diges
                 continue;
             }
         };
-        if refused.get(&candidate.name) == Some(&candidate.identity) {
+        if handled.get(&candidate.name) == Some(&candidate.identity) {
             continue;
         }
         let deployed = node.replica.kernel().read().await.plugin(&candidate.name);
@@ -93,6 +97,7 @@ async fn sync(node: &SharedNode, dir: &Path, refused: &mut HashMap<String, Diges
                 && d.version == request.version
                 && d.manifest == request.manifest
         }) {
+            handled.insert(candidate.name, candidate.identity);
             continue;
         }
         match node
@@ -100,12 +105,12 @@ async fn sync(node: &SharedNode, dir: &Path, refused: &mut HashMap<String, Diges
             .await
         {
             Ok(_) => {
-                refused.remove(&candidate.name);
+                handled.insert(candidate.name.clone(), candidate.identity);
                 tracing::info!(plugin = %candidate.name, version = %request.version, "deployed from the plugin directory");
             }
             Err(status) if status.code() == Code::InvalidArgument => {
                 tracing::error!(plugin = %candidate.name, reason = %status.message(), "plugin refused; the deployed version, if any, keeps serving");
-                refused.insert(candidate.name, candidate.identity);
+                handled.insert(candidate.name, candidate.identity);
             }
             Err(status) => {
                 tracing::warn!(plugin = %candidate.name, reason = %status.message(), "deploy failed; trying again");
@@ -133,9 +138,10 @@ fn candidate(path: &Path) -> Result<Candidate, String> {
         std::fs::read(path).map_err(|error| format!("reading {}: {error}", path.display()))?;
     let manifest_path = path.with_extension("toml");
     let (manifest, manifest_text) = if manifest_path.exists() {
-        let text = std::fs::read(&manifest_path).unwrap_or_default();
-        let manifest = ManifestFile::read(&manifest_path).map_err(|e| e.to_string())?;
-        (manifest, text)
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(|error| format!("reading {}: {error}", manifest_path.display()))?;
+        let manifest = ManifestFile::parse(&text, &manifest_path).map_err(|e| e.to_string())?;
+        (manifest, text.into_bytes())
     } else {
         (ManifestFile::default(), Vec::new())
     };
@@ -153,6 +159,7 @@ fn candidate(path: &Path) -> Result<Candidate, String> {
             version,
             component,
             manifest: manifest_from_wire(manifest.to_wire()),
+            engine: cairn_wasm::engine_name(),
         },
         name,
     })

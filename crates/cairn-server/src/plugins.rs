@@ -61,6 +61,7 @@ impl Plugins for PluginsService {
             version: request.version,
             component: request.component,
             manifest: manifest_from_wire(request.manifest.unwrap_or_default()),
+            engine: cairn_wasm::engine_name(),
         });
         match self.node.propose(command).await? {
             CommandResponse::PluginDeploy(deployed) => Ok(Response::new(pb::DeployResponse {
@@ -160,10 +161,14 @@ impl Plugins for PluginsService {
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis() as u64);
-            let kernel = self.node.replica.kernel().read().await;
-            kernel
-                .call_read_only(&call, now_ms)
-                .map_err(|e| kernel_status(&e))?
+            // The call may compute for a while: off the async workers, which serve Raft too.
+            let kernel = self.node.replica.kernel().clone();
+            tokio::task::spawn_blocking(move || {
+                kernel.blocking_read().call_read_only(&call, now_ms)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("read-only call: {e}")))?
+            .map_err(|e| kernel_status(&e))?
         } else {
             if call.input.len() > self.node.request_bytes_max {
                 return Err(crate::status::request_too_large());

@@ -8,6 +8,13 @@ use cairn_kernel::plugin::PluginLimits;
 /// releases, so a cluster must not mix them; the workspace pins this exact version.
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
+/// What [`cairn_kernel::plugin::PluginRuntime::engine`] reports: the wasmtime version and the
+/// architecture Cranelift compiles for, since native frame sizes decide how deep a recursion may
+/// go before it traps.
+pub fn engine_name() -> String {
+    format!("wasmtime {WASMTIME_VERSION} {}", std::env::consts::ARCH)
+}
+
 /// Deepest native stack a call may use. A stack overflow traps like any other trap.
 const WASM_STACK_BYTES: usize = 512 << 10;
 

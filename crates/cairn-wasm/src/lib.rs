@@ -12,5 +12,5 @@ mod engine;
 mod host;
 mod runtime;
 
-pub use engine::WASMTIME_VERSION;
+pub use engine::{WASMTIME_VERSION, engine_name};
 pub use runtime::{RuntimeError, WasmRuntime};

@@ -73,7 +73,7 @@ impl WasmRuntime {
             linker,
             compiled: Mutex::new(HashMap::new()),
             cache_dir,
-            engine_name: format!("wasmtime {WASMTIME_VERSION}"),
+            engine_name: engine::engine_name(),
         })
     }
 
@@ -148,16 +148,21 @@ impl WasmRuntime {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("it is not a valid component: {e:#}"))?;
-        if let Some(path) = cached {
-            let written = component
-                .serialize()
-                .map_err(std::io::Error::other)
-                .and_then(|code| std::fs::write(&path, code));
-            if let Err(error) = written {
-                tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
-            }
+        if let Some(path) = cached
+            && let Err(error) = cache(&component, &path)
+        {
+            tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
         }
         Ok(component)
+    }
+
+    /// The compiled component of a deployed plugin. Deploy compiled it once already, so failing
+    /// now is this member's problem (memory, say), not the plugin's result.
+    fn deployed(&self, plugin: &LoadedPlugin<'_>) -> Result<Arc<Compiled>, PluginFailure> {
+        self.compiled(plugin.digest, plugin.component)
+            .map_err(|reason| {
+                PluginFailure::Runtime(format!("recompiling {}: {reason}", plugin.digest))
+            })
     }
 
     /// A store for one call, fuelled and limited.
@@ -189,18 +194,17 @@ impl PluginRuntime for WasmRuntime {
         input: &[u8],
         host: &mut dyn PluginHost,
     ) -> Result<Vec<u8>, PluginFailure> {
-        let compiled = self
-            .compiled(plugin.digest, plugin.component)
-            .map_err(PluginFailure::Trap)?;
+        let compiled = self.deployed(plugin)?;
         let Some(pre) = &compiled.recipe else {
             return Err(PluginFailure::NoSuchFunction(function.to_string()));
         };
         let mut store = self.store(plugin, host);
-        let result = pre.instantiate(&mut store).and_then(|instance| {
-            instance
-                .cairn_plugin_recipe()
-                .call_call(&mut store, function, input)
-        });
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|error| instantiation_failure(error, &mut store, plugin))?;
+        let result = instance
+            .cairn_plugin_recipe()
+            .call_call(&mut store, function, input);
         match result {
             Ok(Ok(output)) if output.len() as u64 > plugin.limits.output_bytes => {
                 Err(PluginFailure::OutputTooLarge {
@@ -209,7 +213,7 @@ impl PluginRuntime for WasmRuntime {
                 })
             }
             Ok(Ok(output)) => Ok(output),
-            Ok(Err(reason)) => Err(PluginFailure::Returned(reason)),
+            Ok(Err(reason)) => Err(PluginFailure::Returned(bounded(reason))),
             Err(error) => Err(failure(error, &mut store, plugin)),
         }
     }
@@ -220,9 +224,7 @@ impl PluginRuntime for WasmRuntime {
         writes: &[ProposedWrite],
         host: &mut dyn PluginHost,
     ) -> Result<Result<(), String>, PluginFailure> {
-        let compiled = self
-            .compiled(plugin.digest, plugin.component)
-            .map_err(PluginFailure::Trap)?;
+        let compiled = self.deployed(plugin)?;
         let Some(pre) = &compiled.validator else {
             return Ok(Err("the plugin exports no validator".into()));
         };
@@ -234,17 +236,62 @@ impl PluginRuntime for WasmRuntime {
             })
             .collect();
         let mut store = self.store(plugin, host);
-        let result = pre.instantiate(&mut store).and_then(|instance| {
-            instance
-                .cairn_plugin_validator()
-                .call_validate(&mut store, &writes)
-        });
-        result.map_err(|error| failure(error, &mut store, plugin))
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|error| instantiation_failure(error, &mut store, plugin))?;
+        match instance
+            .cairn_plugin_validator()
+            .call_validate(&mut store, &writes)
+        {
+            Ok(verdict) => Ok(verdict.map_err(bounded)),
+            Err(error) => Err(failure(error, &mut store, plugin)),
+        }
+    }
+}
+
+/// Longest reason a plugin may give; the rest is cut. Reasons travel in gRPC status messages.
+const REASON_BYTES_MAX: usize = 1024;
+
+fn bounded(mut reason: String) -> String {
+    if reason.len() > REASON_BYTES_MAX {
+        let mut end = REASON_BYTES_MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+/// Writes compiled code aside, fsyncs it and renames it into place, so that a reader never maps
+/// a file being written, and a crash leaves the old file or the new one, never half of one.
+fn cache(component: &Component, path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let code = component.serialize().map_err(std::io::Error::other)?;
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    let mut file = std::fs::File::create(&partial)?;
+    file.write_all(&code)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
+}
+
+/// Why instantiation failed: a start function may trap or exhaust fuel like any call, and that is
+/// a result; anything else (the pool exhausted, memory not mapped) is this member's failure.
+fn instantiation_failure(
+    error: wasmtime::Error,
+    store: &mut Store<CallState>,
+    plugin: &LoadedPlugin<'_>,
+) -> PluginFailure {
+    if error.downcast_ref::<Trap>().is_some() || store.data().limiter.denied {
+        failure(error, store, plugin)
+    } else {
+        PluginFailure::Runtime(format!("instantiating {}: {error:#}", plugin.digest))
     }
 }
 
 /// Names why a call stopped, from what stopped it: the store failing under it, fuel, the memory
-/// limit, or the trap itself.
+/// limit, or the trap itself. Errors that are not traps come from lifting what the guest
+/// returned (a bad string, say): the guest's fault, and the same on every replica.
 fn failure(
     error: wasmtime::Error,
     store: &mut Store<CallState>,
@@ -276,6 +323,9 @@ mod tests {
         let core = b"\0asm\x01\0\0\0";
         let refused = runtime.load(Digest::of(core), core).unwrap_err();
         assert!(refused.contains("not a valid component"), "{refused}");
-        assert_eq!(runtime.engine(), "wasmtime 48.0.8");
+        assert_eq!(
+            runtime.engine(),
+            format!("wasmtime 48.0.8 {}", std::env::consts::ARCH)
+        );
     }
 }
