@@ -44,6 +44,13 @@ fn hostiles() -> Vec<Hostile> {
             message: "fuel",
         },
         Hostile {
+            package: "hostile-loop",
+            function: "spin_on_host",
+            limits: None,
+            code: Code::ResourceExhausted,
+            message: "fuel",
+        },
+        Hostile {
             package: "hostile-recursion",
             function: "deep",
             limits: None,

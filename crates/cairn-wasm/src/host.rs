@@ -17,12 +17,24 @@ pub struct CallState {
     pub limiter: MemoryLimiter,
     /// The store failure that trapped the call, to be reported as such rather than as a trap.
     pub storage_error: Option<StorageError>,
+    /// Work done by the host for the guest, in fuel units, and how much it may do: the guest's
+    /// fuel pays for its own instructions only, so without this a cheap loop of host calls
+    /// could keep apply busy far longer than its fuel suggests.
+    host_work: u64,
+    host_budget: u64,
+    /// Whether the host budget ran out: the call is then out of fuel.
+    pub host_budget_spent: bool,
 }
+
+/// What a kv call costs in fuel units besides its bytes (one unit each), and each key a read
+/// returns: roughly the instructions the host spends on them.
+const KV_CALL_UNITS: u64 = 1_000;
+const KV_KEY_UNITS: u64 = 100;
 
 impl CallState {
     /// # Safety
     /// The store holding this state must be dropped before `host`'s borrow ends.
-    pub unsafe fn new(host: &mut dyn PluginHost, memory_bytes: u64) -> CallState {
+    pub unsafe fn new(host: &mut dyn PluginHost, memory_bytes: u64, fuel: u64) -> CallState {
         let seed = host.context().seed;
         // SAFETY: only the lifetime is erased; the caller keeps `host` alive for the store's life.
         let host: *mut (dyn PluginHost + 'static) = unsafe { std::mem::transmute(host) };
@@ -34,12 +46,25 @@ impl CallState {
                 denied: false,
             },
             storage_error: None,
+            host_work: 0,
+            host_budget: fuel,
+            host_budget_spent: false,
         }
     }
 
     fn host(&mut self) -> &mut dyn PluginHost {
         // SAFETY: see `CallState::new`; `&mut self` makes this the only live reference.
         unsafe { &mut *self.host }
+    }
+
+    /// Charges `units` of host work; traps once the budget is spent.
+    fn charge(&mut self, units: u64) -> wasmtime::Result<()> {
+        self.host_work = self.host_work.saturating_add(units);
+        if self.host_work > self.host_budget {
+            self.host_budget_spent = true;
+            return Err(wasmtime::Error::msg("host work over the call's fuel"));
+        }
+        Ok(())
     }
 
     /// Turns a host refusal into the guest's error, or a store failure into a trap.
@@ -107,7 +132,11 @@ fn to_wit(kv: cairn_kernel::KeyValue) -> kv::KeyValue {
 
 impl kv::Host for CallState {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<Option<kv::KeyValue>, kv::KvError>> {
+        self.charge(KV_CALL_UNITS + key.len() as u64)?;
         let result = self.host().get(&key).map(|kv| kv.map(to_wit));
+        if let Ok(Some(kv)) = &result {
+            self.charge(KV_KEY_UNITS + (kv.key.len() + kv.value.len()) as u64)?;
+        }
         self.answer(result)
     }
 
@@ -117,6 +146,7 @@ impl kv::Host for CallState {
         end: Vec<u8>,
         limit: u32,
     ) -> wasmtime::Result<Result<kv::RangeResult, kv::KvError>> {
+        self.charge(KV_CALL_UNITS + (start.len() + end.len()) as u64)?;
         let range = KeyRange::from_etcd(start, end);
         let result = self
             .host()
@@ -125,6 +155,14 @@ impl kv::Host for CallState {
                 kvs: kvs.into_iter().map(to_wit).collect(),
                 more,
             });
+        if let Ok(read) = &result {
+            let bytes: usize = read
+                .kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum();
+            self.charge(KV_KEY_UNITS * read.kvs.len() as u64 + bytes as u64)?;
+        }
         self.answer(result)
     }
 
@@ -134,6 +172,7 @@ impl kv::Host for CallState {
         value: Vec<u8>,
         lease: i64,
     ) -> wasmtime::Result<Result<(), kv::KvError>> {
+        self.charge(KV_CALL_UNITS + (key.len() + value.len()) as u64)?;
         let result = self.host().put(key, value, lease);
         self.answer(result)
     }
@@ -143,8 +182,12 @@ impl kv::Host for CallState {
         start: Vec<u8>,
         end: Vec<u8>,
     ) -> wasmtime::Result<Result<u32, kv::KvError>> {
+        self.charge(KV_CALL_UNITS + (start.len() + end.len()) as u64)?;
         let range = KeyRange::from_etcd(start, end);
         let result = self.host().delete_range(&range);
+        if let Ok(deleted) = &result {
+            self.charge(KV_KEY_UNITS * u64::from(*deleted))?;
+        }
         self.answer(result)
     }
 }

@@ -168,7 +168,7 @@ impl WasmRuntime {
     /// A store for one call, fuelled and limited.
     fn store(&self, plugin: &LoadedPlugin<'_>, host: &mut dyn PluginHost) -> Store<CallState> {
         // SAFETY: every caller drops the store before returning, so before `host`'s borrow ends.
-        let state = unsafe { CallState::new(host, plugin.limits.memory_bytes) };
+        let state = unsafe { CallState::new(host, plugin.limits.memory_bytes, plugin.limits.fuel) };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store
@@ -282,7 +282,8 @@ fn instantiation_failure(
     store: &mut Store<CallState>,
     plugin: &LoadedPlugin<'_>,
 ) -> PluginFailure {
-    if error.downcast_ref::<Trap>().is_some() || store.data().limiter.denied {
+    let data = store.data();
+    if error.downcast_ref::<Trap>().is_some() || data.limiter.denied || data.host_budget_spent {
         failure(error, store, plugin)
     } else {
         PluginFailure::Runtime(format!("instantiating {}: {error:#}", plugin.digest))
@@ -299,6 +300,9 @@ fn failure(
 ) -> PluginFailure {
     if let Some(storage) = store.data_mut().storage_error.take() {
         return PluginFailure::Storage(storage);
+    }
+    if store.data().host_budget_spent {
+        return PluginFailure::OutOfFuel(plugin.limits.fuel);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => PluginFailure::OutOfFuel(plugin.limits.fuel),

@@ -1,5 +1,5 @@
-//! Demonstrates the fuel limit: `spin` writes a key, then loops forever; the call must fail and
-//! the key must not be written.
+//! Demonstrates the fuel limit: `spin` writes a key, then loops forever; `spin_on_host` loops on
+//! cheap host calls, which the call's fuel must cover too. Each call must fail and write nothing.
 
 use std::hint::black_box;
 
@@ -15,4 +15,11 @@ fn spin(_input: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-cairn_plugin_sdk::recipe! { "spin" => spin }
+fn spin_on_host(_input: &[u8]) -> Result<Vec<u8>, String> {
+    let _refused = kv::put(b"hostile/loop", b"written before spinning");
+    loop {
+        black_box(kv::get(b"hostile/loop").map_err(|e| e.to_string())?);
+    }
+}
+
+cairn_plugin_sdk::recipe! { "spin" => spin, "spin_on_host" => spin_on_host }
