@@ -337,7 +337,7 @@ impl Kernel {
     }
 
     /// Runs the validators bound to the keys a delete removes, if any.
-    pub(crate) fn validate_delete(&self, range: &KeyRange) -> Result<(), Error> {
+    fn validate_delete(&self, range: &KeyRange) -> Result<(), Error> {
         if !self.hooks_reach(range) {
             return Ok(());
         }

@@ -25,6 +25,9 @@ use crate::types::{DeleteRangeRequest, KeyRange, NO_LEASE, PutRequest};
 pub(crate) struct Plugins {
     records: BTreeMap<String, PluginRecord>,
     components: HashMap<Digest, Arc<[u8]>>,
+    /// Every validator binding as (prefix, plugin name), in that order: derived from the
+    /// records whenever they change, since every write consults it.
+    hooks: Vec<(Vec<u8>, String)>,
 }
 
 /// Plugin state changed since the last commit.
@@ -51,9 +54,37 @@ impl Plugins {
                         })?;
                 slot.insert(bytes.into());
             }
-            plugins.records.insert(record.name.clone(), record);
+            plugins.insert(record);
         }
         Ok(plugins)
+    }
+
+    /// Adds or replaces a record; returns the one it replaced.
+    fn insert(&mut self, record: PluginRecord) -> Option<PluginRecord> {
+        let replaced = self.records.insert(record.name.clone(), record);
+        self.index_hooks();
+        replaced
+    }
+
+    fn remove(&mut self, name: &str) -> Option<PluginRecord> {
+        let removed = self.records.remove(name);
+        self.index_hooks();
+        removed
+    }
+
+    fn index_hooks(&mut self) {
+        self.hooks = self
+            .records
+            .values()
+            .flat_map(|record| {
+                record
+                    .manifest
+                    .hooks
+                    .iter()
+                    .map(|prefix| (prefix.clone(), record.name.clone()))
+            })
+            .collect();
+        self.hooks.sort();
     }
 
     pub fn records(&self) -> impl Iterator<Item = &PluginRecord> {
@@ -65,24 +96,15 @@ impl Plugins {
     }
 
     /// Every validator binding as (prefix, plugin), in prefix then name order.
-    fn hooks(&self) -> Vec<(&[u8], &PluginRecord)> {
-        let mut hooks: Vec<(&[u8], &PluginRecord)> = self
-            .records
-            .values()
-            .flat_map(|record| {
-                record
-                    .manifest
-                    .hooks
-                    .iter()
-                    .map(move |prefix| (prefix.as_slice(), record))
-            })
-            .collect();
-        hooks.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
-        hooks
+    fn hooks(&self) -> impl Iterator<Item = (&[u8], &PluginRecord)> {
+        self.hooks.iter().map(|(prefix, name)| {
+            let record = self.records.get(name).expect("hooks name deployed plugins");
+            (prefix.as_slice(), record)
+        })
     }
 
     pub fn has_hooks(&self) -> bool {
-        self.records.values().any(|r| !r.manifest.hooks.is_empty())
+        !self.hooks.is_empty()
     }
 
     fn component(&self, record: &PluginRecord) -> Arc<[u8]> {
@@ -183,7 +205,6 @@ impl Kernel {
     ) -> Result<PluginRecordResponse, Error> {
         let record = self
             .plugins
-            .records
             .remove(&request.name)
             .ok_or_else(|| KvError::PluginNotFound(request.name.clone()))?;
         self.pending
@@ -339,20 +360,12 @@ impl Kernel {
         Ok(())
     }
 
-    /// Whether any validator is bound at all: requests skip validation entirely when none is.
-    pub(crate) fn plugins_bound(&self) -> bool {
-        self.plugins.has_hooks()
-    }
-
     /// Whether a validator is bound to a prefix that `range` reaches: only then does a delete
     /// need its keys listed for validation.
     pub(crate) fn hooks_reach(&self, range: &KeyRange) -> bool {
-        self.plugins.has_hooks()
-            && self
-                .plugins
-                .hooks()
-                .iter()
-                .any(|(prefix, _)| crate::plugin::overlaps_prefix(range, prefix))
+        self.plugins
+            .hooks()
+            .any(|(prefix, _)| crate::plugin::overlaps_prefix(range, prefix))
     }
 
     fn prepare_call(&self, request: &PluginCallRequest) -> Result<PreparedCall, Error> {
@@ -389,13 +402,12 @@ impl Kernel {
 
     /// Replaces (or adds) a plugin's record; returns the one it replaced.
     fn put_record(&mut self, record: PluginRecord) -> Option<PluginRecord> {
-        let name = record.name.clone();
         self.pending
             .plugins
             .records
-            .insert(name.clone(), Some(record.clone()));
+            .insert(record.name.clone(), Some(record.clone()));
         self.pending.state_changed = true;
-        let replaced = self.plugins.records.insert(name, record);
+        let replaced = self.plugins.insert(record);
         if let Some(old) = &replaced {
             self.forget_unused_component(old.digest);
         }
