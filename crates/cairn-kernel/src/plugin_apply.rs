@@ -296,7 +296,7 @@ impl Kernel {
         request: &PluginCallRequest,
         now_ms: u64,
     ) -> Result<PluginCallResponse, Error> {
-        crate::validate::plugin_name(&request.name)?;
+        crate::validate::plugin_call(request)?;
         let mut context = self.call_context(request);
         context.now_ms = context.now_ms.max(now_ms);
         // Read-only calls between two entries would otherwise share the entry's seed.

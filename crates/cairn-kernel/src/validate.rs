@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::KvError;
-use crate::plugin::{PluginDeployRequest, PluginLimits};
+use crate::plugin::{PluginCallRequest, PluginDeployRequest, PluginLimits};
 use crate::types::{
     Command, DeleteRangeRequest, KeyRange, LEASE_TTL_MAX, LeaseGrantRequest, PutRequest,
     RangeRequest, RequestOp, TxnRequest,
@@ -43,15 +43,7 @@ pub fn command(command: &Command, limits: &Limits) -> Result<(), KvError> {
             plugin_name(&bind.name)?;
             plugin_prefix(&bind.prefix)
         }
-        Command::PluginCall(call) => {
-            plugin_name(&call.name)?;
-            if call.function.len() > PLUGIN_FUNCTION_BYTES_MAX {
-                return Err(KvError::PluginRefused(format!(
-                    "a function name may be at most {PLUGIN_FUNCTION_BYTES_MAX} bytes"
-                )));
-            }
-            Ok(())
-        }
+        Command::PluginCall(call) => plugin_call(call),
     }
 }
 
@@ -86,6 +78,16 @@ pub fn plugin_name(name: &str) -> Result<(), KvError> {
             "invalid plugin name {name:?}: use 1 to 64 of a-z, 0-9, '-', '_' and '.'"
         )))
     }
+}
+
+pub fn plugin_call(call: &PluginCallRequest) -> Result<(), KvError> {
+    plugin_name(&call.name)?;
+    if call.function.len() > PLUGIN_FUNCTION_BYTES_MAX {
+        return Err(KvError::PluginRefused(format!(
+            "a function name may be at most {PLUGIN_FUNCTION_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
 }
 
 pub fn plugin_deploy(deploy: &PluginDeployRequest) -> Result<(), KvError> {

@@ -13,6 +13,7 @@ use cairn_kernel::{
 };
 use cairn_proto::cairn_v1 as pb;
 use cairn_proto::cairn_v1::plugins_server::{Plugins, PluginsServer};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::node::{SharedNode, mismatched};
@@ -140,6 +141,7 @@ impl Plugins for PluginsService {
         request: Request<pb::CallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
         let request = request.into_inner();
+        let encoded_len = request.encoded_len();
         let input = match request.input {
             None => Vec::new(),
             Some(pb::call_request::Input::Raw(bytes)) => bytes,
@@ -170,10 +172,11 @@ impl Plugins for PluginsService {
             .map_err(|e| Status::internal(format!("read-only call: {e}")))?
             .map_err(|e| kernel_status(&e))?
         } else {
-            if call.input.len() > self.node.request_bytes_max {
-                return Err(crate::status::request_too_large());
-            }
-            match self.node.propose(Command::PluginCall(call)).await? {
+            match self
+                .node
+                .write(encoded_len, Command::PluginCall(call))
+                .await?
+            {
                 CommandResponse::PluginCall(called) => called,
                 other => mismatched(&other),
             }
