@@ -48,7 +48,6 @@ pub struct WasmRuntime {
 
 /// A component compiled and linked, ready to instantiate for a call.
 struct Compiled {
-    exports: Exports,
     recipe: Option<RecipePluginPre<CallState>>,
     validator: Option<ValidatorPluginPre<CallState>>,
 }
@@ -103,33 +102,19 @@ impl WasmRuntime {
             ));
         }
         let exported = |wanted: &str| ty.exports(&self.engine).any(|(name, _)| name == wanted);
-        let exports = Exports {
-            recipe: exported(RECIPE_EXPORT),
-            validator: exported(VALIDATOR_EXPORT),
-        };
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("it cannot be linked: {e}"))?;
-        let recipe = match exports.recipe {
-            true => Some(
-                RecipePluginPre::new(pre.clone())
-                    .map_err(|e| format!("its {RECIPE_EXPORT} export does not match: {e}"))?,
-            ),
-            false => None,
-        };
-        let validator = match exports.validator {
-            true => Some(
-                ValidatorPluginPre::new(pre)
-                    .map_err(|e| format!("its {VALIDATOR_EXPORT} export does not match: {e}"))?,
-            ),
-            false => None,
-        };
-        Ok(Compiled {
-            exports,
-            recipe,
-            validator,
-        })
+        let recipe = exported(RECIPE_EXPORT)
+            .then(|| RecipePluginPre::new(pre.clone()))
+            .transpose()
+            .map_err(|e| format!("its {RECIPE_EXPORT} export does not match: {e}"))?;
+        let validator = exported(VALIDATOR_EXPORT)
+            .then(|| ValidatorPluginPre::new(pre))
+            .transpose()
+            .map_err(|e| format!("its {VALIDATOR_EXPORT} export does not match: {e}"))?;
+        Ok(Compiled { recipe, validator })
     }
 
     /// Compiles `bytes`, or takes the compiled code from the disk cache.
@@ -184,7 +169,10 @@ impl PluginRuntime for WasmRuntime {
     }
 
     fn load(&self, digest: Digest, component: &[u8]) -> Result<Exports, String> {
-        self.compiled(digest, component).map(|c| c.exports)
+        self.compiled(digest, component).map(|c| Exports {
+            recipe: c.recipe.is_some(),
+            validator: c.validator.is_some(),
+        })
     }
 
     fn call(
