@@ -63,7 +63,6 @@ pub async fn keep_deployed(node: SharedNode, dir: PathBuf, mut stopped: watch::R
 
 /// One plugin as the directory holds it.
 struct Candidate {
-    name: String,
     request: PluginDeployRequest,
     /// Identifies the file and its manifest, so a pair already handled is left alone.
     identity: Digest,
@@ -87,17 +86,18 @@ async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Diges
                 continue;
             }
         };
-        if handled.get(&candidate.name) == Some(&candidate.identity) {
+        let name = candidate.request.name.clone();
+        if handled.get(&name) == Some(&candidate.identity) {
             continue;
         }
-        let deployed = node.replica.kernel().read().await.plugin(&candidate.name);
+        let deployed = node.replica.kernel().read().await.plugin(&name);
         let request = &candidate.request;
         if deployed.is_some_and(|d| {
             d.digest == Digest::of(&request.component)
                 && d.version == request.version
                 && d.manifest == request.manifest
         }) {
-            handled.insert(candidate.name, candidate.identity);
+            handled.insert(name, candidate.identity);
             continue;
         }
         match node
@@ -105,15 +105,15 @@ async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Diges
             .await
         {
             Ok(_) => {
-                handled.insert(candidate.name.clone(), candidate.identity);
-                tracing::info!(plugin = %candidate.name, version = %request.version, "deployed from the plugin directory");
+                handled.insert(name.clone(), candidate.identity);
+                tracing::info!(plugin = %name, version = %request.version, "deployed from the plugin directory");
             }
             Err(status) if status.code() == Code::InvalidArgument => {
-                tracing::error!(plugin = %candidate.name, reason = %status.message(), "plugin refused; the deployed version, if any, keeps serving");
-                handled.insert(candidate.name, candidate.identity);
+                tracing::error!(plugin = %name, reason = %status.message(), "plugin refused; the deployed version, if any, keeps serving");
+                handled.insert(name, candidate.identity);
             }
             Err(status) => {
-                tracing::warn!(plugin = %candidate.name, reason = %status.message(), "deploy failed; trying again");
+                tracing::warn!(plugin = %name, reason = %status.message(), "deploy failed; trying again");
             }
         }
     }
@@ -155,12 +155,11 @@ fn candidate(path: &Path) -> Result<Candidate, String> {
     Ok(Candidate {
         identity: Digest::of(&identity),
         request: PluginDeployRequest {
-            name: name.clone(),
+            name,
             version,
             component,
             manifest: manifest_from_wire(manifest.to_wire()),
             engine: cairn_wasm::engine_name(),
         },
-        name,
     })
 }
