@@ -36,7 +36,8 @@ run: build
 	$(CAIRN) serve
 
 ## Every test: unit tests, etcdctl against cairn (KV, watch, lease, lock, elect), the differential test against a real etcd, crash
-## durability, and multi-process clusters (failover, membership, snapshots, partitions).
+## durability, multi-process clusters (failover, membership, snapshots, partitions) and plugins
+## (determinism, validators, hot reload), after building the plugins the tests deploy.
 test: build
 	CAIRN_BIN=$(CAIRN) CAIRN_TEST_COMPONENTS=$(PLUGIN_DIR) $(CARGO) test --release --workspace
 
