@@ -8,7 +8,7 @@
 #   bench/compare.sh                # after `make build`; `make bench` does both
 #   MEMBERS=3 bench/compare.sh      # three-member clusters
 #   ROUNDS=5 bench/compare.sh       # more rounds, steadier medians
-#   WORKLOADS=watch bench/compare.sh  # only some of the tables: kv, watch, failover, plugin
+#   WORKLOADS=watch bench/compare.sh  # only some of the tables: kv, watch, failover, plugin, lock
 #                                     # (default all; failover needs MEMBERS=3)
 #
 # The plugin table is cairn's alone (etcd has no plugins): a no-op plugin call through the log
@@ -46,13 +46,13 @@ wait_ready() {
 }
 
 members=${MEMBERS:-1}
-workload_tables=${WORKLOADS:-kv watch failover plugin}
+workload_tables=${WORKLOADS:-kv watch failover plugin lock}
 
 # wants TABLE: whether WORKLOADS asks for TABLE.
 wants() { [[ " $workload_tables " == *" $1 "* ]]; }
 
 # Only the tables that compare with etcd need it.
-if wants kv || wants watch || { wants failover && [ "$members" -ge 3 ]; }; then with_etcd=1; else with_etcd=; fi
+if wants kv || wants watch || wants lock || { wants failover && [ "$members" -ge 3 ]; }; then with_etcd=1; else with_etcd=; fi
 [ -z "$with_etcd" ] || command -v etcd >/dev/null || { echo "etcd not found: run make setup" >&2; exit 1; }
 plugins=$target/plugins
 if wants plugin; then
@@ -157,6 +157,12 @@ plugin_shapes=(
   "1 client|--clients 1 --conns 1 --total 2000"
   "256 clients / 16 conns|--clients 256 --conns 16 --total 60000"
 )
+# 16 clients, each with a connection and a lease of its own, contending for locks through the
+# v3lock service: name | cairn-bench arguments.
+lock_workloads=(
+  "16 clients, one lock|--clients 16 --conns 16 --total 4000 lock --locks 1"
+  "16 clients, 16 locks|--clients 16 --conns 16 --total 20000 lock --locks 16"
+)
 # In-process calls: name | cairn-bench instantiate options.
 instantiate_workloads=(
   "noop \`noop\`|--component $plugins/noop.wasm --function noop"
@@ -190,6 +196,20 @@ run_rounds() {
   done
 }
 
+# throughput_rows WORKLOAD...: for each "name|cairn-bench arguments", runs the rounds against etcd
+# and cairn and prints a table row: throughputs, their ratio and latencies.
+throughput_rows() {
+  local workload name arguments et ct
+  for workload in "$@"; do
+    name=${workload%%|*}
+    read -r -a arguments <<<"${workload#*|}"
+    run_rounds "$etcd_url" "$cairn_url" "${arguments[@]}"
+    et=$(med throughput etcd); ct=$(med throughput cairn)
+    printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$et" "$ct" "$(ratio "$ct" "$et")" \
+      "$(med p50_ms etcd)" "$(med p99_ms etcd)" "$(med p50_ms cairn)" "$(med p99_ms cairn)"
+  done
+}
+
 # alternate A|B ARGUMENTS_A -- ARGUMENTS_B: runs cairn-bench with each in turn, ROUNDS times, into
 # $work/A.out and $work/B.out.
 alternate() {
@@ -211,14 +231,7 @@ if wants kv; then
   echo
   echo "| workload | etcd req/s | cairn req/s | cairn/etcd | etcd p50 / p99 ms | cairn p50 / p99 ms |"
   echo "|---|---:|---:|---:|---:|---:|"
-  for workload in "${workloads[@]}"; do
-    name=${workload%%|*}
-    read -r -a arguments <<<"${workload#*|}"
-    run_rounds "$etcd_url" "$cairn_url" "${arguments[@]}"
-    et=$(med throughput etcd); ct=$(med throughput cairn)
-    printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$et" "$ct" "$(ratio "$ct" "$et")" \
-      "$(med p50_ms etcd)" "$(med p99_ms etcd)" "$(med p50_ms cairn)" "$(med p99_ms cairn)"
-  done
+  throughput_rows "${workloads[@]}"
 fi
 
 if wants watch; then
@@ -282,4 +295,11 @@ if wants plugin; then
     printf "| %s | %s | %s | %s | %.0f |\n" "$name" "$(med mean_us instantiate)" "$(med p50_us instantiate)" \
       "$(med p99_us instantiate)" "$(med throughput instantiate)"
   done
+fi
+
+if wants lock; then
+  echo
+  echo "| v3lock Lock + Unlock | etcd acquisitions/s | cairn acquisitions/s | cairn/etcd | etcd p50 / p99 ms | cairn p50 / p99 ms |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  throughput_rows "${lock_workloads[@]}"
 fi

@@ -2,12 +2,14 @@
 # Installs what building and testing Cairn needs on a Debian machine; does nothing when it is
 # all there already.
 #   clang, libclang-dev       RocksDB's Rust bindings are generated with libclang
+#   protobuf-compiler,        protoc and the well-known .proto files, which the etcd-client
+#   libprotobuf-dev           crate (a real etcd client the tests use) compiles its API with
 #   etcd-server, etcd-client  the real etcd 3.4 and etcdctl that compatibility tests and
 #                             benchmarks run side by side with cairn
 #   wasm32-unknown-unknown    the Rust target plugins are compiled for (added with rustup)
 set -euo pipefail
 
-packages=(clang libclang-dev etcd-server etcd-client)
+packages=(clang libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

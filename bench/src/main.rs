@@ -11,6 +11,7 @@ mod call;
 mod instantiate;
 mod kv;
 mod load;
+mod lock;
 mod memory_host;
 mod watch;
 
@@ -20,7 +21,9 @@ use clap::{Parser, Subcommand};
 use crate::kv::{Consistency, KvOp};
 
 #[derive(Parser, Debug)]
-#[command(about = "Load generator for the etcd v3 KV and Watch APIs and Cairn's plugin calls")]
+#[command(
+    about = "Load generator for the etcd v3 KV, Watch and Lock APIs and Cairn's plugin calls"
+)]
 struct Args {
     /// Comma-separated endpoints; connections are spread over them.
     #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -73,6 +76,8 @@ enum Workload {
     Call(call::CallArgs),
     /// One plugin call's cost in-process: instantiate, call and drop, with no server.
     Instantiate(instantiate::InstantiateArgs),
+    /// Lock and unlock through etcd's v3lock service, with one lease per client.
+    Lock(lock::LockArgs),
 }
 
 #[tokio::main]
@@ -87,5 +92,6 @@ async fn main() -> anyhow::Result<()> {
         Workload::Watch(watch) => watch::run(&args, *watch).await,
         Workload::Call(call) => call::run(&args, call).await,
         Workload::Instantiate(instantiate) => instantiate::run(args.total(), instantiate),
+        Workload::Lock(lock) => lock::run(&args, *lock).await,
     }
 }

@@ -7,6 +7,9 @@ const PROTO_FILES: &[&str] = &[
     "etcd/authpb/auth.proto",
     "cairn/v1/peer.proto",
     "cairn/v1/plugin.proto",
+    "cairn/v1/lock.proto",
+    "etcd/v3lockpb/v3lock.proto",
+    "etcd/v3electionpb/v3election.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

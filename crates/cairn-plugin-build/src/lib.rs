@@ -86,6 +86,9 @@ impl Builder {
             ])
             .arg("--message-format=json-render-diagnostics")
             .env("CARGO_ENCODED_RUSTFLAGS", self.rustflags().join("\x1f"))
+            // Set when this runs inside `cargo clippy` (as a build script): the plugin is
+            // compiled, not linted.
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(target_dir) = &self.target_dir {

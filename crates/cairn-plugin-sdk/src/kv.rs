@@ -81,6 +81,25 @@ pub fn range_prefix(prefix: &[u8], limit: u32) -> Result<RangeResult, KvError> {
     Ok(host::range(prefix, &prefix_end(prefix), limit)?)
 }
 
+/// Every key starting with `prefix`, in key order, read a page at a time.
+pub fn scan_prefix(prefix: &[u8]) -> Result<Vec<KeyValue>, KvError> {
+    let end = prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    let mut kvs = Vec::new();
+    loop {
+        let page = host::range(&start, &end, 0)?;
+        let Some(last) = page.kvs.last() else {
+            return Ok(kvs);
+        };
+        // The smallest key after `last`.
+        start = [last.key.as_slice(), &[0]].concat();
+        kvs.extend(page.kvs);
+        if !page.more {
+            return Ok(kvs);
+        }
+    }
+}
+
 /// Deletes every key starting with `prefix`; returns how many there were.
 pub fn delete_prefix(prefix: &[u8]) -> Result<u32, KvError> {
     Ok(host::delete_range(prefix, &prefix_end(prefix))?)

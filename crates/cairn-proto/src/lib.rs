@@ -20,8 +20,18 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
-/// Cairn's own services: plugins for clients, and the transport between the members of a
-/// cluster.
+/// etcd's server-side lock service.
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's server-side election service.
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
+/// Cairn's own services: plugins and the lock recipe for clients, and the transport between the
+/// members of a cluster.
 pub mod cairn_v1 {
     tonic::include_proto!("cairn.v1");
 }

@@ -153,7 +153,7 @@ fn revision_header(revision: kernel::Revision) -> Option<pb::ResponseHeader> {
     })
 }
 
-fn key_value(kv: kernel::KeyValue) -> mvccpb::KeyValue {
+pub fn key_value(kv: kernel::KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: kv.key,
         create_revision: kv.create_revision,

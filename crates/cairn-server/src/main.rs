@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 use cairn_server::config::ServeConfig;
 
+mod cli_connect;
 mod plugin_cli;
+mod recipe_cli;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +32,11 @@ enum Command {
     Snapshot(SnapshotCommand),
     /// Deploy, list, describe, remove, bind and call plugins.
     Plugin(plugin_cli::PluginArgs),
+    /// Hold a lock (the bundled lock recipe) while a command runs, or until interrupted.
+    Lock(recipe_cli::LockArgs),
+    /// Campaign in an election (the bundled election recipe) and lead until interrupted, or
+    /// watch its leader with --listen.
+    Elect(recipe_cli::ElectArgs),
 }
 
 #[derive(Subcommand)]
@@ -60,20 +67,9 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(cairn_server::server::serve(*config, shutdown_signal()))
         }
-        Command::Plugin(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            // As etcdctl: the reason on stderr, a non-zero status, no backtrace.
-            if let Err(error) = runtime.block_on(plugin_cli::run(args)) {
-                match error.downcast_ref::<tonic::Status>() {
-                    Some(status) => eprintln!("Error: {}", status.message()),
-                    None => eprintln!("Error: {error:#}"),
-                }
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        Command::Plugin(args) => client(async { plugin_cli::run(args).await.map(|()| 0) }),
+        Command::Lock(args) => client(recipe_cli::lock(args)),
+        Command::Elect(args) => client(recipe_cli::elect(args)),
         Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
             let revision =
                 cairn_raft::restore_backup(&file, &data_dir, cairn_kernel::Limits::default())
@@ -86,6 +82,25 @@ fn main() -> anyhow::Result<()> {
                 data_dir.display()
             );
             Ok(())
+        }
+    }
+}
+
+/// Runs a client command and exits with its status; as etcdctl, a failure prints the reason on
+/// stderr, without a backtrace, and exits with 1.
+fn client(command: impl std::future::Future<Output = anyhow::Result<i32>>) -> ! {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("starting the runtime");
+    match runtime.block_on(command) {
+        Ok(status) => std::process::exit(status),
+        Err(error) => {
+            match error.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("Error: {}", status.message()),
+                None => eprintln!("Error: {error:#}"),
+            }
+            std::process::exit(1);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cairn_kernel::{Command, CommandResponse, Limits, Revision};
+use cairn_kernel::{Command, CommandResponse, KvError, Limits, Revision};
 use cairn_proto::etcdserverpb::ResponseHeader;
 use cairn_raft::Replica;
 use tonic::Status;
@@ -27,6 +27,20 @@ impl Node {
             revision,
             raft_term: self.replica.term(),
         })
+    }
+
+    /// [`Node::header`] for Cairn's own services.
+    pub fn cairn_header(
+        &self,
+        revision: Revision,
+    ) -> Option<cairn_proto::cairn_v1::ResponseHeader> {
+        self.header(revision)
+            .map(|h| cairn_proto::cairn_v1::ResponseHeader {
+                cluster_id: h.cluster_id,
+                member_id: h.member_id,
+                revision: h.revision,
+                raft_term: h.raft_term,
+            })
     }
 
     /// Fills in the member fields of a header that carries only a revision.
@@ -62,12 +76,24 @@ impl Node {
     /// Checks a write's shape, then applies it through the log, whatever its size: for writes
     /// with limits of their own, such as a plugin's component.
     pub async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
-        cairn_kernel::validate::command(&command, &self.limits)
-            .map_err(|error| kv_status(&error))?;
-        match self.replica.write(command).await {
-            Ok(outcome) => outcome.map_err(|error| kv_status(&error)),
-            Err(error) => Err(replica_status(&error)),
+        self.submit(command)
+            .await?
+            .map_err(|error| kv_status(&error))
+    }
+
+    /// As [`Node::propose`], but hands back the kernel's refusal as it is, for callers that
+    /// answer some refusals in their own way; the outer error is the cluster's failure.
+    pub async fn submit(
+        &self,
+        command: Command,
+    ) -> Result<Result<CommandResponse, KvError>, Status> {
+        if let Err(error) = cairn_kernel::validate::command(&command, &self.limits) {
+            return Ok(Err(error));
         }
+        self.replica
+            .write(command)
+            .await
+            .map_err(|error| replica_status(&error))
     }
 }
 

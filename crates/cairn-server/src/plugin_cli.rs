@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use cairn_proto::cairn_v1 as pb;
 use cairn_proto::cairn_v1::plugins_client::PluginsClient;
 use cairn_server::manifest_file::ManifestFile;
@@ -208,34 +208,11 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
 }
 
 async fn connect(endpoints: &str) -> anyhow::Result<PluginsClient<Channel>> {
-    let mut last_error = None;
-    for endpoint in endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-    {
-        let url = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        match Channel::from_shared(url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .connect()
-            .await
-        {
-            Ok(channel) => {
-                return Ok(PluginsClient::new(channel)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX));
-            }
-            Err(error) => last_error = Some(format!("{url}: {error}")),
-        }
-    }
-    match last_error {
-        Some(error) => bail!("no endpoint answered; last: {error}"),
-        None => bail!("--endpoints names no endpoint"),
-    }
+    Ok(
+        PluginsClient::new(crate::cli_connect::channel(endpoints).await?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+    )
 }
 
 fn exports(plugin: &pb::PluginInfo) -> &'static str {

@@ -29,15 +29,6 @@ impl PluginsService {
             .max_decoding_message_size(cairn_kernel::validate::COMPONENT_BYTES_MAX + (1 << 20))
     }
 
-    fn header(&self, revision: Revision) -> Option<pb::ResponseHeader> {
-        self.node.header(revision).map(|h| pb::ResponseHeader {
-            cluster_id: h.cluster_id,
-            member_id: h.member_id,
-            revision: h.revision,
-            raft_term: h.raft_term,
-        })
-    }
-
     async fn revision(&self) -> Revision {
         self.node.replica.kernel().read().await.revision()
     }
@@ -66,7 +57,7 @@ impl Plugins for PluginsService {
         });
         match self.node.propose(command).await? {
             CommandResponse::PluginDeploy(deployed) => Ok(Response::new(pb::DeployResponse {
-                header: self.header(self.revision().await),
+                header: self.node.cairn_header(self.revision().await),
                 plugin: Some(info(&deployed.record)),
                 replaced: deployed.replaced.unwrap_or_default(),
             })),
@@ -83,7 +74,7 @@ impl Plugins for PluginsService {
         });
         match self.node.propose(command).await? {
             CommandResponse::PluginRemove(removed) => Ok(Response::new(pb::RemoveResponse {
-                header: self.header(self.revision().await),
+                header: self.node.cairn_header(self.revision().await),
                 plugin: Some(info(&removed.record)),
             })),
             other => mismatched(&other),
@@ -96,7 +87,7 @@ impl Plugins for PluginsService {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let (records, revision) = self.read_records().await?;
         Ok(Response::new(pb::ListResponse {
-            header: self.header(revision),
+            header: self.node.cairn_header(revision),
             plugins: records.iter().map(info).collect(),
         }))
     }
@@ -112,7 +103,7 @@ impl Plugins for PluginsService {
             .find(|r| r.name == name)
             .ok_or_else(|| kv_status(&cairn_kernel::KvError::PluginNotFound(name.clone())))?;
         Ok(Response::new(pb::DescribeResponse {
-            header: self.header(revision),
+            header: self.node.cairn_header(revision),
             plugin: Some(info(record)),
         }))
     }
@@ -129,7 +120,7 @@ impl Plugins for PluginsService {
         });
         match self.node.propose(command).await? {
             CommandResponse::PluginBind(bound) => Ok(Response::new(pb::BindResponse {
-                header: self.header(self.revision().await),
+                header: self.node.cairn_header(self.revision().await),
                 plugin: Some(info(&bound.record)),
             })),
             other => mismatched(&other),
@@ -182,7 +173,7 @@ impl Plugins for PluginsService {
             }
         };
         Ok(Response::new(pb::CallResponse {
-            header: self.header(called.revision),
+            header: self.node.cairn_header(called.revision),
             output: called.output,
             logs: called.logs,
         }))

@@ -20,10 +20,12 @@ use tokio_stream::StreamExt;
 use crate::authority::RepairedConnection;
 use crate::cluster::ClusterService;
 use crate::config::{ClusterState, ServeConfig, listen_address, parse_initial_cluster, split_urls};
+use crate::election::ElectionRecipe;
 use crate::identity;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::lessor::{Lessor, LessorPeerService};
+use crate::lock::LockRecipe;
 use crate::maintenance::MaintenanceService;
 use crate::node::Node;
 use crate::plugins::PluginsService;
@@ -137,7 +139,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
                 WatchServer::new(WatchService::new(node.clone(), watch_settings))
                     .max_decoding_message_size(decoding_bytes_max),
             )
-            .add_service(PluginsService::server(node.clone()));
+            .add_service(PluginsService::server(node.clone()))
+            .add_service(LockRecipe::etcd_server(node.clone()))
+            .add_service(LockRecipe::cairn_server(node.clone()))
+            .add_service(ElectionRecipe::server(node.clone()));
         let listener = bind(address).await?;
         servers.spawn(serve_on(
             router,
@@ -153,6 +158,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         replica.clone(),
         config.name.clone(),
         advertise_client_urls,
+        stopped.clone(),
+    ));
+    let bundling = tokio::spawn(crate::bundled::deploy_missing(
+        node.clone(),
         stopped.clone(),
     ));
     let plugin_dir = config.plugin_dir.clone().map(|dir| {
@@ -181,6 +190,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     }
     publishing.await.context("publishing task")?;
     expiring.await.context("lease expiry task")?;
+    bundling.await.context("bundled plugin task")?;
     if let Some(plugin_dir) = plugin_dir {
         plugin_dir.await.context("plugin directory task")?;
     }

@@ -1,0 +1,278 @@
+//! etcd's v3election `Election` service over the bundled election plugin (`plugins/election`).
+//!
+//! Campaigning is one plugin call through the log; a candidate that does not lead at once waits
+//! on this member's apply path ([`waiting_line`]) until its key heads the line, and one that
+//! gives up first withdraws. Leader and Observe read the line from this member's kernel.
+
+use cairn_bundled::ELECTION;
+use cairn_kernel::plugin::prefix_range;
+use cairn_kernel::{KeyValue, Revision};
+use cairn_proto::v3electionpb as pb;
+use cairn_proto::v3electionpb::election_server::{Election, ElectionServer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::node::SharedNode;
+use crate::recipe_call::{Called, call};
+use crate::status::invalid_argument;
+use crate::waiting_line;
+
+/// etcd's message for a proclamation by a candidate that no longer stands.
+const NOT_LEADER: &str = "election: not leader";
+/// etcd's message for asking the leader of an election nobody stands in.
+const NO_LEADER: &str = "election: no leader";
+/// Leader changes an Observe stream buffers for a slow client.
+const OBSERVE_BUFFERED: usize = 16;
+
+#[derive(Serialize)]
+struct CampaignInput<'a> {
+    name: &'a str,
+    lease: i64,
+    value: &'a str,
+}
+
+#[derive(Deserialize)]
+struct CampaignOutput {
+    key: String,
+    rev: Revision,
+    leader: bool,
+}
+
+#[derive(Serialize)]
+struct ProclaimInput<'a> {
+    key: &'a str,
+    rev: Revision,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResignInput<'a> {
+    key: &'a str,
+    rev: Revision,
+}
+
+#[derive(Deserialize)]
+struct Empty {}
+
+#[derive(Clone)]
+pub struct ElectionRecipe {
+    node: SharedNode,
+}
+
+impl ElectionRecipe {
+    pub fn server(node: SharedNode) -> ElectionServer<ElectionRecipe> {
+        ElectionServer::new(ElectionRecipe { node })
+    }
+
+    async fn resign(&self, key: &str, rev: Revision) -> Result<Revision, Status> {
+        let input = ResignInput { key, rev };
+        let called: Called<serde_json::Value> =
+            call(&self.node, &ELECTION, "resign", &input, refused).await?;
+        Ok(called.revision)
+    }
+}
+
+/// Withdraws a candidate that gives up before it leads: dropped unless told to stay.
+struct WithdrawOnDrop {
+    recipe: Option<ElectionRecipe>,
+    key: String,
+    rev: Revision,
+}
+
+impl WithdrawOnDrop {
+    fn stay(mut self) {
+        self.recipe = None;
+    }
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        let Some(recipe) = self.recipe.take() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        let rev = self.rev;
+        tokio::spawn(async move {
+            if let Err(status) = recipe.resign(&key, rev).await {
+                // Its lease ending will withdraw it instead.
+                tracing::debug!(%key, reason = %status.message(), "could not withdraw a candidate");
+            }
+        });
+    }
+}
+
+fn refused(reason: String) -> Status {
+    if reason == NOT_LEADER {
+        return Status::failed_precondition(reason);
+    }
+    if reason.starts_with("lease ") && reason.ends_with(" not found") {
+        return Status::not_found("etcdserver: requested lease not found");
+    }
+    invalid_argument(reason)
+}
+
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Status> {
+    std::str::from_utf8(bytes).map_err(|_| {
+        invalid_argument(format!(
+            "the {what} is not UTF-8, which Cairn's election requires"
+        ))
+    })
+}
+
+fn leader_key(leader: Option<pb::LeaderKey>) -> Result<pb::LeaderKey, Status> {
+    leader.ok_or_else(|| invalid_argument("\"leader\" field must be provided"))
+}
+
+/// The line of election `name`.
+fn prefix(name: &[u8]) -> Vec<u8> {
+    [name, b"/"].concat()
+}
+
+#[tonic::async_trait]
+impl Election for ElectionRecipe {
+    async fn campaign(
+        &self,
+        request: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let request = request.into_inner();
+        let name = utf8(&request.name, "election name")?;
+        if name.is_empty() {
+            return Err(invalid_argument("an election needs a name"));
+        }
+        let input = CampaignInput {
+            name,
+            lease: request.lease,
+            value: utf8(&request.value, "value")?,
+        };
+        let Called {
+            output: candidate,
+            revision,
+        } = call::<CampaignOutput>(&self.node, &ELECTION, "campaign", &input, refused).await?;
+        let revision = if candidate.leader {
+            revision
+        } else {
+            let withdrawing = WithdrawOnDrop {
+                recipe: Some(self.clone()),
+                key: candidate.key.clone(),
+                rev: candidate.rev,
+            };
+            let revision = waiting_line::wait_for_turn(
+                &self.node,
+                &prefix(&request.name),
+                candidate.key.as_bytes(),
+                candidate.rev,
+                revision,
+                "election: the lease ended while campaigning",
+            )
+            .await?;
+            withdrawing.stay();
+            revision
+        };
+        Ok(Response::new(pb::CampaignResponse {
+            header: self.node.header(revision),
+            leader: Some(pb::LeaderKey {
+                name: request.name,
+                key: candidate.key.into_bytes(),
+                rev: candidate.rev,
+                lease: request.lease,
+            }),
+        }))
+    }
+
+    async fn proclaim(
+        &self,
+        request: Request<pb::ProclaimRequest>,
+    ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let request = request.into_inner();
+        let leader = leader_key(request.leader)?;
+        let input = ProclaimInput {
+            key: utf8(&leader.key, "leader key")?,
+            rev: leader.rev,
+            value: utf8(&request.value, "value")?,
+        };
+        let called: Called<Empty> =
+            call(&self.node, &ELECTION, "proclaim", &input, refused).await?;
+        Ok(Response::new(pb::ProclaimResponse {
+            header: self.node.header(called.revision),
+        }))
+    }
+
+    async fn leader(
+        &self,
+        request: Request<pb::LeaderRequest>,
+    ) -> Result<Response<pb::LeaderResponse>, Status> {
+        let name = request.into_inner().name;
+        self.node.prepare_read(false).await?;
+        let kernel = self.node.replica.kernel().read().await;
+        let leader = waiting_line::read(&kernel, &prefix(&name))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::not_found(NO_LEADER))?;
+        Ok(Response::new(pb::LeaderResponse {
+            header: self.node.header(kernel.revision()),
+            kv: Some(convert::key_value(leader)),
+        }))
+    }
+
+    type ObserveStream = ReceiverStream<Result<pb::LeaderResponse, Status>>;
+
+    async fn observe(
+        &self,
+        request: Request<pb::LeaderRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
+        let prefix = prefix(&request.into_inner().name);
+        let (out, responses) = mpsc::channel(OBSERVE_BUFFERED);
+        tokio::spawn(observe(self.node.clone(), prefix, out));
+        Ok(Response::new(ReceiverStream::new(responses)))
+    }
+
+    async fn resign(
+        &self,
+        request: Request<pb::ResignRequest>,
+    ) -> Result<Response<pb::ResignResponse>, Status> {
+        let leader = leader_key(request.into_inner().leader)?;
+        let revision = self
+            .resign(utf8(&leader.key, "leader key")?, leader.rev)
+            .await?;
+        Ok(Response::new(pb::ResignResponse {
+            header: self.node.header(revision),
+        }))
+    }
+}
+
+/// Sends the leader of the line under `prefix` whenever it changes (a new leader, or a new value
+/// proclaimed), until the client goes. Proclamations applied together are sent as the last.
+async fn observe(
+    node: SharedNode,
+    prefix: Vec<u8>,
+    out: mpsc::Sender<Result<pb::LeaderResponse, Status>>,
+) {
+    let range = prefix_range(&prefix);
+    let mut sent: Option<(Vec<u8>, Revision)> = None;
+    loop {
+        let change = waiting_line::wait_until(&node, 0, &range, |kernel| {
+            let leader: Option<KeyValue> = waiting_line::read(kernel, &prefix)?.into_iter().next();
+            Ok(leader
+                .filter(|kv| sent.as_ref() != Some(&(kv.key.clone(), kv.mod_revision)))
+                .map(|kv| (kv, kernel.revision())))
+        });
+        let response = tokio::select! {
+            change = change => change,
+            () = out.closed() => return,
+        };
+        let response = response.map(|(kv, revision)| {
+            sent = Some((kv.key.clone(), kv.mod_revision));
+            pb::LeaderResponse {
+                header: node.header(revision),
+                kv: Some(convert::key_value(kv)),
+            }
+        });
+        let failed = response.is_err();
+        if out.send(response).await.is_err() || failed {
+            return;
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Calls of the bundled recipe plugins, for the services that front them (etcd's v3lock and
+//! v3election, `cairn.v1.Locks`).
+//!
+//! A call is an ordinary plugin call through the log, with JSON in and out. A plugin found
+//! missing is deployed from the binary and the call made again, so the services work from a
+//! cluster's first moment, and after an operator removed the plugin.
+
+use cairn_bundled::BundledPlugin;
+use cairn_kernel::{
+    Command, CommandResponse, KvError, PluginCallRequest, PluginFailureKind, Revision,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::Status;
+
+use crate::bundled;
+use crate::node::{SharedNode, mismatched};
+use crate::status::kv_status;
+
+/// What a recipe call gave back.
+pub struct Called<T> {
+    pub output: T,
+    /// The store revision after the call.
+    pub revision: Revision,
+}
+
+/// Calls `function` of `plugin` with `input`. A reason the plugin returned goes to `refused`,
+/// which turns it into the service's status; every other failure gets the usual status.
+pub async fn call<T: DeserializeOwned>(
+    node: &SharedNode,
+    plugin: &BundledPlugin,
+    function: &str,
+    input: &impl Serialize,
+    refused: fn(String) -> Status,
+) -> Result<Called<T>, Status> {
+    let input = serde_json::to_vec(input).expect("recipe inputs serialise");
+    let call = PluginCallRequest {
+        name: plugin.name.to_string(),
+        function: function.to_string(),
+        input,
+        caller: String::new(),
+        lease: 0,
+    };
+    let mut outcome = node.submit(Command::PluginCall(call.clone())).await?;
+    if matches!(outcome, Err(KvError::PluginNotFound(_))) {
+        bundled::ensure_deployed(node, plugin).await?;
+        outcome = node.submit(Command::PluginCall(call)).await?;
+    }
+    match outcome {
+        Ok(CommandResponse::PluginCall(called)) => {
+            let output = serde_json::from_slice(&called.output).map_err(|error| {
+                Status::internal(format!(
+                    "plugin {:?} {function} answered in an unexpected form ({error}); is it a replacement of the bundled plugin?",
+                    plugin.name
+                ))
+            })?;
+            Ok(Called {
+                output,
+                revision: called.revision,
+            })
+        }
+        Ok(other) => mismatched(&other),
+        Err(KvError::PluginFailed {
+            kind: PluginFailureKind::Returned,
+            reason,
+            ..
+        }) => Err(refused(reason)),
+        Err(error) => Err(kv_status(&error)),
+    }
+}
