@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use cairn_plugin_build::Builder;
 
 /// The bundled plugins: each is the package of the same name under `plugins/`.
-const PLUGINS: &[&str] = &["lock", "election"];
+const PLUGINS: &[&str] = &["lock", "election", "discovery", "queue", "schema"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -79,3 +79,18 @@ pub async fn call(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// Waits until the cluster behind `endpoint` has deployed plugin `name` (the servers deploy
+/// their bundled plugins at start).
+pub async fn wait_deployed(endpoint: &str, name: &str) {
+    let mut plugins = client(endpoint).await.unwrap();
+    crate::eventually(&format!("plugin {name} is deployed"), async || {
+        plugins
+            .describe(pb::DescribeRequest {
+                name: name.to_string(),
+            })
+            .await
+            .is_ok()
+    })
+    .await;
+}

@@ -1,5 +1,6 @@
 //! The plugins that ship inside the `cairn` binary: every server deploys them at start (see
-//! cairn-server's `bundled` module), and the etcd v3lock and v3election services run on them.
+//! cairn-server's `bundled` module): lock and election, which etcd's v3lock and v3election
+//! services run on, discovery, queue, and the schema validator.
 //!
 //! Their sources are the crates under `plugins/`; the build script compiles them into components
 //! and this crate embeds the bytes, so a binary always carries the versions it was built with.
@@ -31,5 +32,26 @@ pub const ELECTION: BundledPlugin = BundledPlugin {
     manifest: include_str!("../../../plugins/election/election.toml"),
 };
 
+pub const DISCOVERY: BundledPlugin = BundledPlugin {
+    name: "discovery",
+    version: env!("CARGO_PKG_VERSION"),
+    component: include_bytes!(concat!(env!("OUT_DIR"), "/discovery.wasm")),
+    manifest: include_str!("../../../plugins/discovery/discovery.toml"),
+};
+
+pub const QUEUE: BundledPlugin = BundledPlugin {
+    name: "queue",
+    version: env!("CARGO_PKG_VERSION"),
+    component: include_bytes!(concat!(env!("OUT_DIR"), "/queue.wasm")),
+    manifest: include_str!("../../../plugins/queue/queue.toml"),
+};
+
+pub const SCHEMA: BundledPlugin = BundledPlugin {
+    name: "schema",
+    version: env!("CARGO_PKG_VERSION"),
+    component: include_bytes!(concat!(env!("OUT_DIR"), "/schema.wasm")),
+    manifest: include_str!("../../../plugins/schema/schema.toml"),
+};
+
 /// Every bundled plugin.
-pub const ALL: &[BundledPlugin] = &[LOCK, ELECTION];
+pub const ALL: &[BundledPlugin] = &[LOCK, ELECTION, DISCOVERY, QUEUE, SCHEMA];

@@ -3,15 +3,17 @@
 //! Writes queue on the member that received them. One task takes everything queued (up to
 //! [`BATCH_COMMANDS_MAX`] commands or [`BATCH_BYTES_MAX`] bytes) as one [`Batch`], the payload of
 //! one log entry, and proposes it: to the local Raft if this member leads, or forwarded whole to
-//! the leader. While that entry is being committed the next batch fills up, so under load one
-//! round of replication and one fsync serve many writes, as etcd's proposal batching does.
+//! the leader. Up to [`BATCHES_IN_FLIGHT_MAX`] entries are in flight at once; while they commit
+//! the next batch fills up, so under load one round of replication and one fsync serve many
+//! writes, as etcd's proposal batching does.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_kernel::{Command, CommandResponse, KvError};
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::codec;
 use crate::network::{PeerCall, Peers};
@@ -22,6 +24,13 @@ use crate::types::{Batch, Member, MemberId, Raft};
 const BATCH_COMMANDS_MAX: usize = 1024;
 /// Most encoded command bytes in one log entry (a single larger command still gets its own).
 const BATCH_BYTES_MAX: usize = 4 << 20;
+/// Batches proposed and not yet applied at once. More than one lets a write that arrives while
+/// an entry commits go out at once, in the next entry, instead of waiting for the commit: a lock
+/// handed over, say, waits for one commit rather than two. The log's group commit still syncs
+/// the entries that arrive together with one fsync. Writes in flight together have no order
+/// among them, as concurrent writes never do; each still takes effect between its request and
+/// its response.
+const BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Writes waiting for a batch; past this, writers wait (backpressure).
 const QUEUE_COMMANDS_MAX: usize = 4096;
 
@@ -80,8 +89,15 @@ impl Proposer {
     }
 
     async fn propose_batches(self, mut queued: mpsc::Receiver<Queued>) {
+        let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
         let mut carried: Option<Queued> = None;
         loop {
+            // A slot first: while every slot is busy, writes queue up and go out together.
+            let slot = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let first = match carried.take() {
                 Some(write) => write,
                 None => match queued.recv().await {
@@ -104,22 +120,31 @@ impl Proposer {
                     Err(_) => break,
                 }
             }
-            let (commands, replies): (Vec<Command>, Vec<_>) = batch
-                .into_iter()
-                .map(|write| (write.command, write.reply))
-                .unzip();
-            match self.write(Batch::new(commands)).await {
-                Ok(outcomes) => {
-                    assert_eq!(outcomes.len(), replies.len(), "one outcome per command");
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        // A writer that gave up no longer waits; its write stands.
-                        let _ = reply.send(Ok(outcome));
-                    }
+            let proposer = self.clone();
+            tokio::spawn(async move {
+                proposer.write_and_reply(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// Writes one batch and hands each writer its outcome.
+    async fn write_and_reply(&self, batch: Vec<Queued>) {
+        let (commands, replies): (Vec<Command>, Vec<_>) = batch
+            .into_iter()
+            .map(|write| (write.command, write.reply))
+            .unzip();
+        match self.write(Batch::new(commands)).await {
+            Ok(outcomes) => {
+                assert_eq!(outcomes.len(), replies.len(), "one outcome per command");
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A writer that gave up no longer waits; its write stands.
+                    let _ = reply.send(Ok(outcome));
                 }
-                Err(error) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(error.clone()));
-                    }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }

@@ -37,6 +37,10 @@ enum Command {
     /// Campaign in an election (the bundled election recipe) and lead until interrupted, or
     /// watch its leader with --listen.
     Elect(recipe_cli::ElectArgs),
+    /// Service discovery: register, list, watch and deregister instances.
+    Svc(recipe_cli::SvcArgs),
+    /// Durable queues: push, claim, ack, nack, len.
+    Queue(recipe_cli::QueueArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +74,8 @@ fn main() -> anyhow::Result<()> {
         Command::Plugin(args) => client(async { plugin_cli::run(args).await.map(|()| 0) }),
         Command::Lock(args) => client(recipe_cli::lock(args)),
         Command::Elect(args) => client(recipe_cli::elect(args)),
+        Command::Svc(args) => client(recipe_cli::svc(args)),
+        Command::Queue(args) => client(recipe_cli::queue(args)),
         Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
             let revision =
                 cairn_raft::restore_backup(&file, &data_dir, cairn_kernel::Limits::default())

@@ -1,39 +1,47 @@
-//! `cairn lock` and `cairn elect`: the bundled lock and election from the command line, as
-//! etcdctl's `lock` and `elect` are, over `cairn.v1.Locks` and etcd's v3election service.
+//! The bundled recipes from the command line, over `cairn-client`: `cairn lock` and `cairn
+//! elect` (as etcdctl's `lock` and `elect`), `cairn svc` (service discovery) and `cairn queue`.
 //!
-//! Each holds a lease (a session) for as long as it runs and keeps it alive, so a process that
-//! dies without cleaning up gives up its lock or leadership once the lease's TTL runs out.
+//! Locks, leaderships and registrations are held under a lease (a session) kept alive while the
+//! command runs, so a process that dies without cleaning up gives them up once the lease's TTL
+//! runs out.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cairn_proto::cairn_v1 as cairn_pb;
-use cairn_proto::cairn_v1::locks_client::LocksClient;
-use cairn_proto::etcdserverpb as etcd_pb;
-use cairn_proto::etcdserverpb::lease_client::LeaseClient;
-use cairn_proto::v3electionpb as election_pb;
-use cairn_proto::v3electionpb::election_client::ElectionClient;
-use clap::Args;
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use cairn_client::Client;
+use cairn_client::discovery::{Change, Filter, Health, Instance};
+use cairn_client::queue::PushOptions;
+use clap::{Args, Subcommand};
+use tokio_stream::StreamExt;
 
-use crate::cli_connect;
+use crate::shutdown_signal;
 
 #[derive(Args)]
-pub struct SessionArgs {
+pub struct Endpoints {
     /// Comma-separated client URLs of cluster members; the first that answers is used.
-    #[arg(long, env = "CAIRN_ENDPOINTS", default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_ENDPOINTS",
+        default_value = "127.0.0.1:2379"
+    )]
     endpoints: String,
-    /// Seconds the lock or leadership outlives this process if it dies without giving it up
-    /// (the TTL of its lease).
-    #[arg(long, default_value_t = 60)]
-    ttl: i64,
+}
+
+impl Endpoints {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(&self.endpoints).await?)
+    }
 }
 
 #[derive(Args)]
 pub struct LockArgs {
     #[command(flatten)]
-    session: SessionArgs,
+    endpoints: Endpoints,
+    /// Seconds the lock outlives this process if it dies without releasing it.
+    #[arg(long, default_value_t = 60)]
+    ttl: i64,
     /// Give up waiting for the lock after this long (e.g. `10s`); waits as long as it takes
     /// otherwise.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -42,7 +50,7 @@ pub struct LockArgs {
     name: String,
     /// A command to run while holding the lock, with the lock's key and fencing token in
     /// `CAIRN_LOCK_KEY` and `CAIRN_LOCK_FENCING_TOKEN`; its exit status becomes this one's.
-    /// Without one, the lock is held until SIGINT or SIGTERM.
+    /// Without one, prints the key and holds the lock until SIGINT or SIGTERM.
     #[arg(last = true)]
     command: Vec<String>,
 }
@@ -50,7 +58,10 @@ pub struct LockArgs {
 #[derive(Args)]
 pub struct ElectArgs {
     #[command(flatten)]
-    session: SessionArgs,
+    endpoints: Endpoints,
+    /// Seconds the leadership outlives this process if it dies without resigning.
+    #[arg(long, default_value_t = 60)]
+    ttl: i64,
     /// Print the election's leader and value at every change instead of campaigning.
     #[arg(short, long)]
     listen: bool,
@@ -61,170 +72,353 @@ pub struct ElectArgs {
     proposal: Option<String>,
 }
 
-/// A lease kept alive in the background until dropped or revoked.
-struct Session {
-    lease: i64,
-    leases: LeaseClient<Channel>,
-    keeping_alive: JoinHandle<anyhow::Error>,
+#[derive(Args)]
+pub struct SvcArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(subcommand)]
+    command: SvcCommand,
 }
 
-impl Session {
-    async fn start(channel: Channel, ttl: i64) -> anyhow::Result<Session> {
-        let mut leases = LeaseClient::new(channel);
-        let lease = leases
-            .lease_grant(etcd_pb::LeaseGrantRequest { ttl, id: 0 })
-            .await?
-            .into_inner()
-            .id;
-        let keeping_alive = tokio::spawn(keep_alive(leases.clone(), lease, ttl));
-        Ok(Session {
-            lease,
-            leases,
-            keeping_alive,
-        })
-    }
+#[derive(Subcommand)]
+enum SvcCommand {
+    /// Register an instance and keep it registered until interrupted (then deregister it).
+    Register {
+        service: String,
+        id: String,
+        /// Where the instance serves: HOST:PORT.
+        address: String,
+        /// A tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Metadata as KEY=VALUE (repeatable).
+        #[arg(long = "meta", value_parser = key_value)]
+        metadata: Vec<(String, String)>,
+        #[arg(long, value_enum, default_value = "passing")]
+        health: HealthArg,
+        /// Seconds the instance stays listed if this process dies.
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+    },
+    /// List a service's instances: ID, HOST:PORT, health and tags, one per line.
+    List {
+        service: String,
+        /// Only instances with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only instances in this health.
+        #[arg(long, value_enum)]
+        health: Option<HealthArg>,
+    },
+    /// Print a service's instances, then every change (`UP ...`, `DOWN ID`), until interrupted.
+    Watch { service: String },
+    /// Remove an instance.
+    Deregister { service: String, id: String },
+}
 
-    /// Waits until the lease is lost, and says why.
-    async fn lost(&mut self) -> anyhow::Error {
-        match (&mut self.keeping_alive).await {
-            Ok(error) => error,
-            Err(error) => error.into(),
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HealthArg {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl From<HealthArg> for Health {
+    fn from(health: HealthArg) -> Health {
+        match health {
+            HealthArg::Passing => Health::Passing,
+            HealthArg::Warning => Health::Warning,
+            HealthArg::Critical => Health::Critical,
         }
     }
-
-    async fn end(mut self) -> anyhow::Result<()> {
-        self.keeping_alive.abort();
-        self.leases
-            .lease_revoke(etcd_pb::LeaseRevokeRequest { id: self.lease })
-            .await?;
-        Ok(())
-    }
 }
 
-/// Renews `lease` every third of its TTL; returns why it could not go on.
-async fn keep_alive(mut leases: LeaseClient<Channel>, lease: i64, ttl: i64) -> anyhow::Error {
-    let period = Duration::from_millis((ttl.max(1) as u64) * 1000 / 3);
-    let requests = keep_alive_requests(lease, period);
-    let mut responses = match leases.lease_keep_alive(requests).await {
-        Ok(responses) => responses.into_inner(),
-        Err(status) => return status.into(),
-    };
-    loop {
-        match responses.message().await {
-            Ok(Some(response)) if response.ttl > 0 => {}
-            Ok(Some(_)) => return anyhow::anyhow!("lease {lease:x} expired"),
-            Ok(None) => return anyhow::anyhow!("the server ended the lease keep-alive stream"),
-            Err(status) => return status.into(),
-        }
-    }
+#[derive(Args)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(subcommand)]
+    command: QueueCommand,
 }
 
-/// A keep-alive request for `lease` now and every `period`.
-fn keep_alive_requests(
-    lease: i64,
-    period: Duration,
-) -> impl tokio_stream::Stream<Item = etcd_pb::LeaseKeepAliveRequest> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(period))
-        .map(move |_| etcd_pb::LeaseKeepAliveRequest { id: lease })
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Append a message; prints its ID.
+    Push {
+        queue: String,
+        body: String,
+        /// Higher is delivered first.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// Not deliverable before this has passed (e.g. `30s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: Option<Duration>,
+        /// Deliveries before the message is dead-lettered.
+        #[arg(long, default_value_t = 5)]
+        max_attempts: u32,
+    },
+    /// Claim messages; prints RECEIPT, attempts and body, tab-separated, one per line.
+    Claim {
+        queue: String,
+        /// How long the messages stay invisible to other consumers (e.g. `30s`).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        visibility: Duration,
+        #[arg(long, default_value_t = 1)]
+        max: u32,
+    },
+    /// Delete a claimed message.
+    Ack { queue: String, receipt: String },
+    /// Give a claimed message back (or dead-letter it, out of attempts).
+    Nack {
+        queue: String,
+        receipt: String,
+        /// Deliverable again after this (e.g. `5s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: Option<Duration>,
+    },
+    /// How many messages the queue holds, by state.
+    Len { queue: String },
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 pub async fn lock(args: LockArgs) -> anyhow::Result<i32> {
-    let channel = cli_connect::channel(&args.session.endpoints).await?;
-    let mut session = Session::start(channel.clone(), args.session.ttl).await?;
-    let mut locks = LocksClient::new(channel);
-    let acquired = locks
-        .acquire(cairn_pb::AcquireRequest {
-            name: args.name.clone().into_bytes(),
-            lease: session.lease,
-            only_if_free: false,
-            timeout_ms: args.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
-        })
-        .await?
-        .into_inner();
-    let key = String::from_utf8_lossy(&acquired.key).into_owned();
+    let client = args.endpoints.connect().await?;
+    let session = client.session(args.ttl).await?;
+    let guard = match args.timeout {
+        Some(timeout) => {
+            client
+                .lock_with_timeout(&args.name, &session, timeout)
+                .await?
+        }
+        None => client.lock(&args.name, &session).await?,
+    };
     let status = if args.command.is_empty() {
-        println!("{key}");
+        println!("{}", guard.key());
         tokio::select! {
-            () = crate::shutdown_signal() => 0,
-            error = session.lost() => return Err(error.context("the lock was lost")),
+            () = shutdown_signal() => 0,
+            error = session.ended() => return Err(anyhow::Error::new(error).context("the lock was lost")),
         }
     } else {
         let mut child = tokio::process::Command::new(&args.command[0])
             .args(&args.command[1..])
-            .env("CAIRN_LOCK_KEY", &key)
+            .env("CAIRN_LOCK_KEY", guard.key())
             .env(
                 "CAIRN_LOCK_FENCING_TOKEN",
-                acquired.fencing_token.to_string(),
+                guard.fencing_token().to_string(),
             )
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("running {:?}", args.command[0]))?;
         tokio::select! {
             exit = child.wait() => exit?.code().unwrap_or(1),
-            () = crate::shutdown_signal() => 130,
-            error = session.lost() => return Err(error.context("the lock was lost; the command was killed")),
+            () = shutdown_signal() => 130,
+            error = session.ended() => {
+                return Err(anyhow::Error::new(error).context("the lock was lost; the command was killed"));
+            }
         }
     };
-    locks
-        .release(cairn_pb::ReleaseRequest {
-            key: acquired.key,
-            fencing_token: acquired.fencing_token,
-        })
-        .await?;
-    session.end().await?;
+    guard.release().await?;
+    session.close().await?;
     Ok(status)
 }
 
 pub async fn elect(args: ElectArgs) -> anyhow::Result<i32> {
-    let channel = cli_connect::channel(&args.session.endpoints).await?;
-    let mut elections = ElectionClient::new(channel.clone());
-    let name = args.name.into_bytes();
+    let client = args.endpoints.connect().await?;
     if args.listen {
-        let mut changes = elections
-            .observe(election_pb::LeaderRequest { name })
-            .await?
-            .into_inner();
+        let mut changes = client.observe(&args.name).await?;
         loop {
             tokio::select! {
-                change = changes.message() => match change? {
-                    Some(change) => print_leader(change.kv.unwrap_or_default()),
+                change = changes.next() => match change {
+                    Some(leader) => {
+                        let leader = leader?;
+                        println!("{}", leader.key);
+                        println!("{}", String::from_utf8_lossy(&leader.value));
+                    }
                     None => bail!("the server ended the observation"),
                 },
-                () = crate::shutdown_signal() => return Ok(0),
+                () = shutdown_signal() => return Ok(0),
             }
         }
     }
     let proposal = args.proposal.unwrap_or_default();
-    let mut session = Session::start(channel, args.session.ttl).await?;
-    let campaign = elections.campaign(election_pb::CampaignRequest {
-        name,
-        lease: session.lease,
-        value: proposal.clone().into_bytes(),
-    });
-    let leader = tokio::select! {
-        response = campaign => response?.into_inner().leader.unwrap_or_default(),
-        () = crate::shutdown_signal() => {
-            session.end().await?;
+    let session = client.session(args.ttl).await?;
+    let leadership = tokio::select! {
+        leadership = client.campaign(&args.name, proposal.clone(), &session) => leadership?,
+        () = shutdown_signal() => {
+            session.close().await?;
             return Ok(130);
         }
     };
-    println!("{}", String::from_utf8_lossy(&leader.key));
+    println!("{}", leadership.key());
     println!("{proposal}");
     tokio::select! {
-        () = crate::shutdown_signal() => {}
-        error = session.lost() => return Err(error.context("leadership was lost")),
+        () = shutdown_signal() => {}
+        error = session.ended() => return Err(anyhow::Error::new(error).context("leadership was lost")),
     }
-    elections
-        .resign(election_pb::ResignRequest {
-            leader: Some(leader),
-        })
-        .await?;
-    session.end().await?;
+    leadership.resign().await?;
+    session.close().await?;
     Ok(0)
 }
 
-fn print_leader(kv: cairn_proto::mvccpb::KeyValue) {
-    println!("{}", String::from_utf8_lossy(&kv.key));
-    println!("{}", String::from_utf8_lossy(&kv.value));
+pub async fn svc(args: SvcArgs) -> anyhow::Result<i32> {
+    let client = args.endpoints.connect().await?;
+    match args.command {
+        SvcCommand::Register {
+            service,
+            id,
+            address,
+            tags,
+            metadata,
+            health,
+            ttl,
+        } => {
+            let (host, port) = address
+                .rsplit_once(':')
+                .with_context(|| format!("{address:?} is not HOST:PORT"))?;
+            let port = port
+                .parse()
+                .with_context(|| format!("{port:?} is not a port number"))?;
+            let instance = Instance {
+                service,
+                id,
+                address: host.to_string(),
+                port,
+                tags,
+                metadata: metadata.into_iter().collect::<BTreeMap<_, _>>(),
+                health: health.into(),
+            };
+            let registration = client.register(instance, ttl).await?;
+            println!(
+                "services/{}/{}",
+                registration.instance().service,
+                registration.instance().id
+            );
+            tokio::select! {
+                () = shutdown_signal() => {}
+                error = registration.lost() => return Err(anyhow::Error::new(error).context("the registration was lost")),
+            }
+            registration.deregister().await?;
+        }
+        SvcCommand::List {
+            service,
+            tag,
+            health,
+        } => {
+            let filter = Filter {
+                tag,
+                health: health.map(Health::from),
+            };
+            for instance in client.instances(&service, &filter).await? {
+                println!("{}", describe(&instance));
+            }
+        }
+        SvcCommand::Watch { service } => {
+            let (instances, mut changes) = client.watch_service(&service).await?;
+            for instance in &instances {
+                println!("UP {}", describe(instance));
+            }
+            loop {
+                tokio::select! {
+                    change = changes.next() => match change {
+                        Some(Ok(Change::Up(instance))) => println!("UP {}", describe(&instance)),
+                        Some(Ok(Change::Down { id })) => println!("DOWN {id}"),
+                        Some(Err(error)) => return Err(error.into()),
+                        None => bail!("the server ended the watch"),
+                    },
+                    () = shutdown_signal() => break,
+                }
+            }
+        }
+        SvcCommand::Deregister { service, id } => {
+            if !client.deregister(&service, &id).await? {
+                bail!("no instance {id:?} of service {service:?}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `ID HOST:PORT HEALTH [tags=a,b] [k=v ...]`.
+fn describe(instance: &Instance) -> String {
+    let mut line = format!(
+        "{} {}:{} {}",
+        instance.id,
+        instance.address,
+        instance.port,
+        serde_json::to_value(instance.health)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
+    if !instance.tags.is_empty() {
+        line.push_str(&format!(" tags={}", instance.tags.join(",")));
+    }
+    for (key, value) in &instance.metadata {
+        line.push_str(&format!(" {key}={value}"));
+    }
+    line
+}
+
+pub async fn queue(args: QueueArgs) -> anyhow::Result<i32> {
+    let client = args.endpoints.connect().await?;
+    match args.command {
+        QueueCommand::Push {
+            queue,
+            body,
+            priority,
+            delay,
+            max_attempts,
+        } => {
+            let options = PushOptions {
+                priority,
+                delay: delay.unwrap_or_default(),
+                max_attempts,
+            };
+            println!("{}", client.push(&queue, &body, &options).await?);
+        }
+        QueueCommand::Claim {
+            queue,
+            visibility,
+            max,
+        } => {
+            for delivery in client.claim(&queue, visibility, max).await? {
+                println!(
+                    "{}\t{}\t{}",
+                    delivery.receipt, delivery.attempts, delivery.body
+                );
+            }
+        }
+        QueueCommand::Ack { queue, receipt } => {
+            if !client.ack(&queue, &receipt).await? {
+                bail!("receipt {receipt:?} is stale: the message was delivered again, or acked");
+            }
+        }
+        QueueCommand::Nack {
+            queue,
+            receipt,
+            delay,
+        } => {
+            let nacked = client
+                .nack(&queue, &receipt, delay.unwrap_or_default())
+                .await?;
+            match (nacked.requeued, nacked.dead) {
+                (_, true) => println!("dead-lettered"),
+                (true, false) => println!("requeued"),
+                (false, false) => bail!("receipt {receipt:?} is stale"),
+            }
+        }
+        QueueCommand::Len { queue } => {
+            let lengths = client.queue_len(&queue).await?;
+            println!(
+                "ready {}, delayed {}, claimed {}, dead {}",
+                lengths.ready, lengths.delayed, lengths.claimed, lengths.dead
+            );
+        }
+    }
+    Ok(0)
 }
