@@ -160,8 +160,8 @@ plugin_shapes=(
 # 16 clients, each with a connection and a lease of its own, contending for locks through the
 # v3lock service: name | cairn-bench arguments.
 lock_workloads=(
-  "16 clients, one lock|--clients 16 --conns 16 --total 4000 lock --locks 1"
-  "16 clients, 16 locks|--clients 16 --conns 16 --total 20000 lock --locks 16"
+  "16 clients, one lock|--clients 16 --conns 16 --total 2000 lock --locks 1"
+  "16 clients, 16 locks|--clients 16 --conns 16 --total 8000 lock --locks 16"
 )
 # In-process calls: name | cairn-bench instantiate options.
 instantiate_workloads=(

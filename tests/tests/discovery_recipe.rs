@@ -12,7 +12,8 @@ use cairn_tests::plugins::wait_deployed;
 use tokio::io::AsyncBufReadExt;
 use tokio_stream::StreamExt;
 
-const TTL: i64 = 2;
+/// Long enough that keep-alives get through while the whole test suite loads the machine.
+const TTL: i64 = 5;
 
 fn instance(id: &str, port: u16, tags: &[&str]) -> Instance {
     Instance {

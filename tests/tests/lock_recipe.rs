@@ -5,17 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_client::{Client, Session};
 use cairn_proto::cairn_v1::OwnerRequest;
 use cairn_proto::cairn_v1::locks_client::LocksClient;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
-use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::request_op::Request as Op;
 use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
-use cairn_proto::etcdserverpb::{
-    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
-};
+use cairn_proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use cairn_proto::v3lockpb::lock_client::LockClient;
 use cairn_proto::v3lockpb::{LockRequest, UnlockRequest};
 use cairn_tests::cairn_binary;
@@ -25,8 +22,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-/// The TTL of contenders' leases, in seconds: the least the servers accept.
-const TTL: i64 = 2;
+/// The TTL of contenders' leases, in seconds: short, so kills cost little time, yet long enough
+/// that keep-alives get through while the whole test suite loads the machine.
+const TTL: i64 = 5;
 const CLIENTS: usize = 20;
 const ACQUISITIONS: usize = 200;
 const KILLS: usize = 8;
@@ -39,50 +37,12 @@ async fn channel(endpoint: &str) -> Channel {
         .unwrap()
 }
 
-/// A lease of `ttl` seconds kept alive until the returned task is aborted.
-async fn session(channel: &Channel, ttl: i64) -> (i64, AbortOnDrop) {
-    let mut leases = LeaseClient::new(channel.clone());
-    let lease = leases
-        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+/// A lease of `ttl` seconds, kept alive until dropped (as a killed process's would stop being).
+async fn session(channel: &Channel, ttl: i64) -> Session {
+    Client::from_channel(channel.clone())
+        .session(ttl)
         .await
         .unwrap()
-        .into_inner()
-        .id;
-    // The requests come from this task, so that aborting it ends the stream, as the death of a
-    // client process ends its connection: a stream of its own (an interval, say) would be
-    // driven on by the connection's task and keep the lease alive.
-    let (requests, stream) = tokio::sync::mpsc::channel(1);
-    let keeping_alive = tokio::spawn(async move {
-        let mut responses = leases
-            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(stream))
-            .await
-            .unwrap()
-            .into_inner();
-        let period = Duration::from_millis(ttl as u64 * 1000 / 4);
-        loop {
-            if requests
-                .send(LeaseKeepAliveRequest { id: lease })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if responses.message().await.ok().flatten().is_none() {
-                return;
-            }
-            tokio::time::sleep(period).await;
-        }
-    });
-    (lease, AbortOnDrop(keeping_alive))
-}
-
-/// A task that stops when its owner goes, as a killed process's threads do.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,7 +65,8 @@ async fn a_killed_holders_lock_passes_to_the_next_waiter_within_ttl_and_a_second
     assert!(holder_key.starts_with("jobs/"), "{holder_key}");
 
     let waiter_channel = channel(cluster.endpoint(1)).await;
-    let (lease, _alive) = session(&waiter_channel, 30).await;
+    let waiter_session = session(&waiter_channel, 30).await;
+    let lease = waiter_session.lease();
     let mut locks = LockClient::new(waiter_channel.clone());
     let waiting = tokio::spawn(async move {
         let response = locks
@@ -178,7 +139,8 @@ async fn contend(
     holdings: Arc<Mutex<Vec<Holding>>>,
 ) {
     let channel = channel(&endpoint).await;
-    let (lease, _alive) = session(&channel, TTL).await;
+    let session = session(&channel, TTL).await;
+    let lease = session.lease();
     let mut locks = LockClient::new(channel.clone());
     let mut kv = KvClient::new(channel);
     for n in 0..count {

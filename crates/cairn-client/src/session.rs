@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
@@ -8,6 +8,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::Error;
+
+/// The pause before a failed keep-alive stream is opened again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// A lease kept alive in the background: what locks, leaderships and registrations are held
 /// under. Dropping it stops the keep-alives, so the lease (and everything attached to it) ends
@@ -78,39 +81,73 @@ impl Drop for Session {
     }
 }
 
-/// Renews `lease` every third of its TTL until it cannot, then reports why. The requests are
-/// sent from this task, so aborting it ends the stream (a stream driven by the connection would
-/// keep renewing after the session is gone).
+/// Renews `lease` every third of its TTL until it cannot, then reports why.
+///
+/// A failed renewal (a member restarting, a leader election, an overloaded cluster) is tried
+/// again on a new stream, as etcd's clients do; the session ends only when the server says the
+/// lease is gone, or when no renewal got through for a whole TTL, after which it may be.
 async fn keep_alive(
     mut leases: LeaseClient<Channel>,
     lease: i64,
     ttl: i64,
     report: watch::Sender<Option<String>>,
 ) {
-    let period = Duration::from_millis(ttl.max(1) as u64 * 1000 / 3);
-    let (requests, stream) = mpsc::channel(1);
-    let reason = async {
-        let mut responses = match leases.lease_keep_alive(ReceiverStream::new(stream)).await {
-            Ok(responses) => responses.into_inner(),
-            Err(status) => return status.message().to_string(),
+    let ttl = Duration::from_secs(ttl.max(1) as u64);
+    let period = ttl / 3;
+    let mut renewed = Instant::now();
+    let reason = loop {
+        let failure = match renew_until_failure(&mut leases, lease, period, &mut renewed).await {
+            Renewals::Expired => break format!("lease {lease:x} expired"),
+            Renewals::Failed(failure) => failure,
         };
-        loop {
-            if requests
-                .send(LeaseKeepAliveRequest { id: lease })
-                .await
-                .is_err()
-            {
-                return "the keep-alive stream closed".to_string();
-            }
-            match responses.message().await {
-                Ok(Some(response)) if response.ttl > 0 => {}
-                Ok(Some(_)) => return format!("lease {lease:x} expired"),
-                Ok(None) => return "the server closed the keep-alive stream".to_string(),
-                Err(status) => return status.message().to_string(),
-            }
-            tokio::time::sleep(period).await;
+        if renewed.elapsed() >= ttl {
+            break format!("no renewal of lease {lease:x} got through for its TTL: {failure}");
+        }
+        tracing::debug!(lease = format_args!("{lease:x}"), %failure, "renewing again");
+        tokio::time::sleep(RETRY_PAUSE).await;
+    };
+    let _ = report.send(Some(reason));
+}
+
+/// How one keep-alive stream ended.
+enum Renewals {
+    /// The server answered that the lease does not exist.
+    Expired,
+    /// The stream failed; why.
+    Failed(String),
+}
+
+/// Renews `lease` every `period` on one stream, noting each success in `renewed`. The requests
+/// are sent from this task, so aborting it ends the stream (a stream driven by the connection
+/// would keep renewing after the session is gone).
+async fn renew_until_failure(
+    leases: &mut LeaseClient<Channel>,
+    lease: i64,
+    period: Duration,
+    renewed: &mut Instant,
+) -> Renewals {
+    let (requests, stream) = mpsc::channel(1);
+    let mut responses = match leases.lease_keep_alive(ReceiverStream::new(stream)).await {
+        Ok(responses) => responses.into_inner(),
+        Err(status) => return Renewals::Failed(status.message().to_string()),
+    };
+    // Renewals go out every period from the last one sent, however long an answer took.
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if requests
+            .send(LeaseKeepAliveRequest { id: lease })
+            .await
+            .is_err()
+        {
+            return Renewals::Failed("the keep-alive stream closed".to_string());
+        }
+        match responses.message().await {
+            Ok(Some(response)) if response.ttl > 0 => *renewed = Instant::now(),
+            Ok(Some(_)) => return Renewals::Expired,
+            Ok(None) => return Renewals::Failed("the server closed the stream".to_string()),
+            Err(status) => return Renewals::Failed(status.message().to_string()),
         }
     }
-    .await;
-    let _ = report.send(Some(reason));
 }
