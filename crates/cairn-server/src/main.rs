@@ -8,7 +8,6 @@ use tracing_subscriber::EnvFilter;
 
 use cairn_server::config::ServeConfig;
 
-mod cli_connect;
 mod plugin_cli;
 mod recipe_cli;
 

@@ -208,11 +208,10 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
 }
 
 async fn connect(endpoints: &str) -> anyhow::Result<PluginsClient<Channel>> {
-    Ok(
-        PluginsClient::new(crate::cli_connect::channel(endpoints).await?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX),
-    )
+    let client = cairn_client::Client::connect(endpoints).await?;
+    Ok(PluginsClient::new(client.channel().clone())
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
 }
 
 fn exports(plugin: &pb::PluginInfo) -> &'static str {
