@@ -47,6 +47,17 @@ pub enum Health {
     Critical,
 }
 
+impl Health {
+    /// As the plugin stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        }
+    }
+}
+
 /// Which instances [`Client::instances`] lists.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Filter {

@@ -5,7 +5,6 @@
 //! revision.
 
 use cairn_proto::etcdserverpb::Compare;
-use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::mvccpb::KeyValue;
 use cairn_proto::v3electionpb::election_client::ElectionClient;
 use cairn_proto::v3electionpb::{
@@ -114,13 +113,7 @@ impl Leadership {
 
     /// The Txn comparison that holds only while this leadership lasts.
     pub fn fence(&self) -> Compare {
-        Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Create as i32,
-            key: self.leader.key.clone(),
-            target_union: Some(TargetUnion::CreateRevision(self.leader.rev)),
-            ..Default::default()
-        }
+        crate::created_at(self.leader.key.clone(), self.leader.rev)
     }
 
     /// Replaces the value this leader proclaims; FAILED_PRECONDITION once it no longer leads.

@@ -89,3 +89,16 @@ impl Client {
         Session::start(self.channel.clone(), ttl).await
     }
 }
+
+/// The Txn comparison that holds while `key` exists as created at `revision`: what fences a
+/// write to the lifetime of a lock or a leadership.
+fn created_at(key: Vec<u8>, revision: i64) -> cairn_proto::etcdserverpb::Compare {
+    use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    cairn_proto::etcdserverpb::Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key,
+        target_union: Some(TargetUnion::CreateRevision(revision)),
+        ..Default::default()
+    }
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 use cairn_proto::cairn_v1::locks_client::LocksClient;
 use cairn_proto::cairn_v1::{AcquireRequest, OwnerRequest, ReleaseRequest};
 use cairn_proto::etcdserverpb::Compare;
-use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use tonic::transport::Channel;
 
 use crate::{Client, Error, Session};
@@ -124,13 +123,7 @@ impl LockGuard {
     /// The Txn comparison that holds only while this lock is held: put it in a Txn's `compare`
     /// and its `success` ops are applied only then.
     pub fn fence(&self) -> Compare {
-        Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Create as i32,
-            key: self.key.as_bytes().to_vec(),
-            target_union: Some(TargetUnion::CreateRevision(self.fencing_token)),
-            ..Default::default()
-        }
+        crate::created_at(self.key.as_bytes().to_vec(), self.fencing_token)
     }
 
     /// Gives the lock up; the next waiter holds it in the same revision.

@@ -14,6 +14,8 @@
 //! ```
 
 pub mod context;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod kv;
 pub mod log;
 pub mod random;

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::node::SharedNode;
-use crate::recipe_call::{Called, call};
+use crate::recipe_call::{Called, UndoOnDrop, call, utf8};
 use crate::status::invalid_argument;
 use crate::waiting_line;
 
@@ -75,60 +75,16 @@ impl ElectionRecipe {
     }
 }
 
-/// Withdraws a candidate that gives up before it leads: dropped unless told to stay.
-struct WithdrawOnDrop {
-    recipe: Option<ElectionRecipe>,
-    key: String,
-    rev: Revision,
-}
-
-impl WithdrawOnDrop {
-    fn stay(mut self) {
-        self.recipe = None;
-    }
-}
-
-impl Drop for WithdrawOnDrop {
-    fn drop(&mut self) {
-        let Some(recipe) = self.recipe.take() else {
-            return;
-        };
-        let key = std::mem::take(&mut self.key);
-        let rev = self.rev;
-        tokio::spawn(async move {
-            if let Err(status) = recipe.resign(&key, rev).await {
-                // Its lease ending will withdraw it instead.
-                tracing::debug!(%key, reason = %status.message(), "could not withdraw a candidate");
-            }
-        });
-    }
-}
-
+/// The status for a reason the election plugin returned.
 fn refused(reason: String) -> Status {
     if reason == NOT_LEADER {
         return Status::failed_precondition(reason);
     }
-    if reason.starts_with("lease ") && reason.ends_with(" not found") {
-        return Status::not_found("etcdserver: requested lease not found");
-    }
     invalid_argument(reason)
-}
-
-fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Status> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        invalid_argument(format!(
-            "the {what} is not UTF-8, which Cairn's election requires"
-        ))
-    })
 }
 
 fn leader_key(leader: Option<pb::LeaderKey>) -> Result<pb::LeaderKey, Status> {
     leader.ok_or_else(|| invalid_argument("\"leader\" field must be provided"))
-}
-
-/// The line of election `name`.
-fn prefix(name: &[u8]) -> Vec<u8> {
-    [name, b"/"].concat()
 }
 
 #[tonic::async_trait]
@@ -154,21 +110,25 @@ impl Election for ElectionRecipe {
         let revision = if candidate.leader {
             revision
         } else {
-            let withdrawing = WithdrawOnDrop {
-                recipe: Some(self.clone()),
-                key: candidate.key.clone(),
-                rev: candidate.rev,
+            let withdrawing = {
+                let (recipe, key, rev) = (self.clone(), candidate.key.clone(), candidate.rev);
+                UndoOnDrop::new(async move {
+                    if let Err(status) = recipe.resign(&key, rev).await {
+                        // Its lease ending will withdraw it instead.
+                        tracing::debug!(%key, reason = %status.message(), "could not withdraw a candidate");
+                    }
+                })
             };
             let revision = waiting_line::wait_for_turn(
                 &self.node,
-                &prefix(&request.name),
+                &waiting_line::prefix(&request.name),
                 candidate.key.as_bytes(),
                 candidate.rev,
                 revision,
                 "election: the lease ended while campaigning",
             )
             .await?;
-            withdrawing.stay();
+            withdrawing.keep();
             revision
         };
         Ok(Response::new(pb::CampaignResponse {
@@ -207,7 +167,7 @@ impl Election for ElectionRecipe {
         let name = request.into_inner().name;
         self.node.prepare_read(false).await?;
         let kernel = self.node.replica.kernel().read().await;
-        let leader = waiting_line::read(&kernel, &prefix(&name))?
+        let leader = waiting_line::read(&kernel, &waiting_line::prefix(&name))?
             .into_iter()
             .next()
             .ok_or_else(|| Status::not_found(NO_LEADER))?;
@@ -223,7 +183,7 @@ impl Election for ElectionRecipe {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let prefix = prefix(&request.into_inner().name);
+        let prefix = waiting_line::prefix(&request.into_inner().name);
         let (out, responses) = mpsc::channel(OBSERVE_BUFFERED);
         tokio::spawn(observe(self.node.clone(), prefix, out));
         Ok(Response::new(ReceiverStream::new(responses)))

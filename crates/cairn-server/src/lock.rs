@@ -16,10 +16,10 @@ use cairn_proto::cairn_v1::locks_server::{Locks, LocksServer};
 use cairn_proto::v3lockpb as etcd_pb;
 use cairn_proto::v3lockpb::lock_server::{Lock, LockServer};
 use serde::{Deserialize, Serialize};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::node::SharedNode;
-use crate::recipe_call::{Called, call};
+use crate::recipe_call::{Called, UndoOnDrop, call, utf8};
 use crate::status::invalid_argument;
 use crate::waiting_line;
 
@@ -92,7 +92,7 @@ impl LockRecipe {
         let Called {
             output: joined,
             revision,
-        } = call::<AcquireOutput>(&self.node, &LOCK, "acquire", &input, refused).await?;
+        } = call::<AcquireOutput>(&self.node, &LOCK, "acquire", &input, invalid_argument).await?;
         if joined.key.is_empty() {
             return Ok(None);
         }
@@ -103,15 +103,19 @@ impl LockRecipe {
                 revision,
             }));
         }
-        let leaving = LeaveOnDrop {
-            recipe: Some(self.clone()),
-            key: joined.key.clone(),
-            token: joined.token,
+        let leaving = {
+            let (recipe, key, token) = (self.clone(), joined.key.clone(), joined.token);
+            UndoOnDrop::new(async move {
+                if let Err(status) = recipe.release(key.as_bytes(), Some(token)).await {
+                    // Its lease ending will take it out of the line instead.
+                    tracing::debug!(%key, reason = %status.message(), "could not leave a lock's line");
+                }
+            })
         };
-        let prefix = format!("{name}/");
+        let prefix = waiting_line::prefix(name.as_bytes());
         let turn = waiting_line::wait_for_turn(
             &self.node,
-            prefix.as_bytes(),
+            &prefix,
             joined.key.as_bytes(),
             joined.token,
             revision,
@@ -123,7 +127,7 @@ impl LockRecipe {
             })??,
             None => turn.await?,
         };
-        leaving.stay();
+        leaving.keep();
         Ok(Some(Held {
             key: joined.key,
             token: joined.token,
@@ -140,54 +144,9 @@ impl LockRecipe {
         let key = utf8(key, "lock key")?;
         let input = ReleaseInput { key, token };
         let Called { output, revision } =
-            call::<ReleaseOutput>(&self.node, &LOCK, "release", &input, refused).await?;
+            call::<ReleaseOutput>(&self.node, &LOCK, "release", &input, invalid_argument).await?;
         Ok((output.released, revision))
     }
-}
-
-/// Takes a waiter out of the line if it gives up before its turn: dropped unless told to stay.
-struct LeaveOnDrop {
-    recipe: Option<LockRecipe>,
-    key: String,
-    token: Revision,
-}
-
-impl LeaveOnDrop {
-    fn stay(mut self) {
-        self.recipe = None;
-    }
-}
-
-impl Drop for LeaveOnDrop {
-    fn drop(&mut self) {
-        let Some(recipe) = self.recipe.take() else {
-            return;
-        };
-        let key = std::mem::take(&mut self.key);
-        let token = self.token;
-        tokio::spawn(async move {
-            if let Err(status) = recipe.release(key.as_bytes(), Some(token)).await {
-                // Its lease ending will take it out of the line instead.
-                tracing::debug!(%key, reason = %status.message(), "could not leave a lock's line");
-            }
-        });
-    }
-}
-
-/// The status for a reason the lock plugin returned.
-fn refused(reason: String) -> Status {
-    if reason.starts_with("lease ") && reason.ends_with(" not found") {
-        return Status::not_found("etcdserver: requested lease not found");
-    }
-    Status::new(Code::InvalidArgument, reason)
-}
-
-fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Status> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        invalid_argument(format!(
-            "the {what} is not UTF-8, which Cairn's lock requires"
-        ))
-    })
 }
 
 #[tonic::async_trait]
@@ -268,9 +227,7 @@ impl Locks for LockRecipe {
         &self,
         request: Request<cairn_pb::OwnerRequest>,
     ) -> Result<Response<cairn_pb::OwnerResponse>, Status> {
-        let name = request.into_inner().name;
-        let mut prefix = name;
-        prefix.push(b'/');
+        let prefix = waiting_line::prefix(&request.into_inner().name);
         self.node.prepare_read(false).await?;
         let kernel = self.node.replica.kernel().read().await;
         let holder = waiting_line::read(&kernel, &prefix)?.into_iter().next();

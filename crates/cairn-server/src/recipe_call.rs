@@ -5,6 +5,9 @@
 //! missing is deployed from the binary and the call made again, so the services work from a
 //! cluster's first moment, and after an operator removed the plugin.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use cairn_bundled::BundledPlugin;
 use cairn_kernel::{
     Command, CommandResponse, KvError, PluginCallRequest, PluginFailureKind, Revision,
@@ -15,7 +18,7 @@ use tonic::Status;
 
 use crate::bundled;
 use crate::node::{SharedNode, mismatched};
-use crate::status::kv_status;
+use crate::status::{invalid_argument, kv_status};
 
 /// What a recipe call gave back.
 pub struct Called<T> {
@@ -25,7 +28,8 @@ pub struct Called<T> {
 }
 
 /// Calls `function` of `plugin` with `input`. A reason the plugin returned goes to `refused`,
-/// which turns it into the service's status; every other failure gets the usual status.
+/// which turns it into the service's status, except a missing lease, which gets etcd's answer;
+/// every other failure gets the usual status.
 pub async fn call<T: DeserializeOwned>(
     node: &SharedNode,
     plugin: &BundledPlugin,
@@ -64,7 +68,50 @@ pub async fn call<T: DeserializeOwned>(
             kind: PluginFailureKind::Returned,
             reason,
             ..
+        }) if names_a_missing_lease(&reason) => Err(kv_status(&KvError::LeaseNotFound)),
+        Err(KvError::PluginFailed {
+            kind: PluginFailureKind::Returned,
+            reason,
+            ..
         }) => Err(refused(reason)),
         Err(error) => Err(kv_status(&error)),
+    }
+}
+
+/// Whether a plugin's reason is the SDK's text for a put under a lease that does not exist
+/// (`KvError::LeaseNotFound`'s, passed on as the bundled plugins do).
+fn names_a_missing_lease(reason: &str) -> bool {
+    reason.starts_with("lease ") && reason.ends_with(" not found")
+}
+
+/// `bytes` as text: the bundled recipes speak JSON, whose strings are UTF-8.
+pub fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Status> {
+    std::str::from_utf8(bytes).map_err(|_| {
+        invalid_argument(format!(
+            "the {what} is not UTF-8, which Cairn's recipes require"
+        ))
+    })
+}
+
+/// Runs `undo` in the background if dropped before [`UndoOnDrop::keep`]: how a recipe service
+/// takes back a step (joining a line, say) for a client that gave up before the call finished.
+pub struct UndoOnDrop(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl UndoOnDrop {
+    pub fn new(undo: impl Future<Output = ()> + Send + 'static) -> UndoOnDrop {
+        UndoOnDrop(Some(Box::pin(undo)))
+    }
+
+    /// The step stands.
+    pub fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for UndoOnDrop {
+    fn drop(&mut self) {
+        if let Some(undo) = self.0.take() {
+            tokio::spawn(undo);
+        }
     }
 }

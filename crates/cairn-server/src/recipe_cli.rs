@@ -350,10 +350,7 @@ fn describe(instance: &Instance) -> String {
         instance.id,
         instance.address,
         instance.port,
-        serde_json::to_value(instance.health)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        instance.health.as_str()
     );
     if !instance.tags.is_empty() {
         line.push_str(&format!(" tags={}", instance.tags.join(",")));

@@ -20,6 +20,11 @@ use crate::status::kernel_status;
 /// snapshot install changes the store without one.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// The prefix of the line of lock or election `name`.
+pub fn prefix(name: &[u8]) -> Vec<u8> {
+    [name, b"/"].concat()
+}
+
 /// A line's keys, first in line first, as this member's kernel has them now.
 pub fn read(kernel: &Kernel, prefix: &[u8]) -> Result<Vec<KeyValue>, Status> {
     let request = RangeRequest {

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 
+use cairn_plugin_sdk::json::{parse, reply};
 use cairn_plugin_sdk::kv;
 use serde::{Deserialize, Serialize};
 
@@ -284,14 +285,6 @@ fn decode_instance(key: &[u8], value: &[u8]) -> Option<Instance> {
 
 fn encode(instance: &Instance) -> Result<Vec<u8>, String> {
     serde_json::to_vec(instance).map_err(|e| e.to_string())
-}
-
-fn parse<'a, T: Deserialize<'a>>(input: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(input).map_err(|e| format!("bad input: {e}"))
-}
-
-fn reply(output: &impl Serialize) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(output).map_err(|e| e.to_string())
 }
 
 cairn_plugin_sdk::recipe! {

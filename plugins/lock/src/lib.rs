@@ -16,6 +16,7 @@
 //!   returns `{"released"}`.
 //! - `owner {"name"}` returns the holder `{"key", "lease", "token"}`, or `null`.
 
+use cairn_plugin_sdk::json::{parse, reply};
 use cairn_plugin_sdk::{KeyValue, context, kv};
 use serde::{Deserialize, Serialize};
 
@@ -120,14 +121,6 @@ fn waiting_line(name: &str) -> Result<Vec<KeyValue>, String> {
     let mut line = kv::scan_prefix(prefix.as_bytes()).map_err(|e| e.to_string())?;
     line.sort_by_key(|kv| kv.create_revision);
     Ok(line)
-}
-
-fn parse<'a, T: Deserialize<'a>>(input: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(input).map_err(|e| format!("bad input: {e}"))
-}
-
-fn reply(output: &impl Serialize) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(output).map_err(|e| e.to_string())
 }
 
 cairn_plugin_sdk::recipe! {

@@ -66,7 +66,7 @@ mod protocol;
 mod store;
 
 use cairn_plugin_sdk::context;
-use serde::Serialize;
+use cairn_plugin_sdk::json::reply;
 
 use keys::Index;
 use message::{Place, Record};
@@ -228,10 +228,6 @@ fn list(queue: &Queue, ids: Vec<String>) -> Result<Vec<u8>, String> {
         });
     }
     reply(&Listing { messages })
-}
-
-fn reply(output: &impl Serialize) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(output).map_err(|e| e.to_string())
 }
 
 cairn_plugin_sdk::recipe! {

@@ -13,7 +13,7 @@ pub trait Request: DeserializeOwned {
 
 /// Parses and checks a function's input.
 pub fn parse<T: Request>(input: &[u8]) -> Result<T, String> {
-    let request: T = serde_json::from_slice(input).map_err(|e| format!("bad input: {e}"))?;
+    let request: T = cairn_plugin_sdk::json::parse(input)?;
     request.check()?;
     Ok(request)
 }
