@@ -31,17 +31,21 @@ plugins: compile
 
 build: compile plugins
 
-## Start one node with its data in ./cairn-data, serving the etcd v3 API on 127.0.0.1:2379.
+## Start one node with its data in ./cairn-data, serving the etcd v3 API on 127.0.0.1:2379; it
+## deploys the plugins built into the binary (lock, election, discovery, queue, schema).
 run: build
 	$(CAIRN) serve
 
-## Every test: unit tests, etcdctl against cairn (KV, watch, lease, lock, elect), the differential test against a real etcd, crash
-## durability, multi-process clusters (failover, membership, snapshots, partitions) and plugins
-## (determinism, validators, hot reload), after building the plugins the tests deploy.
+## Every test: unit tests, etcdctl against cairn (KV, watch, lease, lock, elect), the differential
+## test against a real etcd, crash durability, multi-process clusters (failover, membership,
+## snapshots, partitions), plugins (determinism, validators, hot reload) and the bundled recipes
+## (lock, election, discovery, queue, schema; the etcd-client crate's lock and election APIs),
+## after building the plugins the tests deploy.
 test: build
 	CAIRN_BIN=$(CAIRN) CAIRN_TEST_COMPONENTS=$(PLUGIN_DIR) $(CARGO) test --release --workspace
 
-## Side-by-side benchmark of cairn and etcd clusters (MEMBERS=1, the default, or 3); prints the ratio table.
+## Side-by-side benchmark of cairn and etcd clusters (MEMBERS=1, the default, or 3; WORKLOADS picks
+## the tables: kv, watch, failover, plugin, lock); prints the ratio tables.
 bench: build
 	bench/compare.sh
 
