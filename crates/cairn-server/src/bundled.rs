@@ -1,7 +1,7 @@
 //! Keeps the plugins built into the binary (`cairn-bundled`: lock, election, discovery, queue,
 //! schema) deployed.
 //!
-//! Every member deploys each bundled plugin at start if the cluster has no plugin of that name,
+//! The leader deploys each bundled plugin at start if the cluster has no plugin of that name,
 //! and a recipe service that finds its plugin missing deploys it before going on, so the etcd
 //! lock and election services work on a new cluster without any set-up. A plugin of the same
 //! name that is already deployed is left alone, whatever its version: users may replace a
@@ -20,19 +20,33 @@ use crate::manifest_file::ManifestFile;
 use crate::node::SharedNode;
 use crate::plugins::manifest_from_wire;
 
-/// Pause between attempts while the cluster cannot take a deploy (no leader yet, say).
+/// Pause between looks at the cluster while the bundled plugins are not all deployed.
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Deploys every bundled plugin the cluster lacks, retrying until each is there or `stopped`
-/// turns true.
+/// turns true. Only the leader proposes: a component is a large entry, and every member
+/// proposing the same ones at once would put each in the log once per member, while the cluster
+/// is just starting. The others wait until they have applied the leader's deploys, and take over
+/// if they come to lead first.
 pub async fn deploy_missing(node: SharedNode, mut stopped: watch::Receiver<bool>) {
     for plugin in cairn_bundled::ALL {
         loop {
-            match ensure_deployed(&node, plugin).await {
-                Ok(()) => break,
-                Err(status) => {
-                    tracing::debug!(plugin = plugin.name, reason = %status.message(), "bundled plugin not deployed yet; trying again");
+            if leads(&node) {
+                match ensure_deployed(&node, plugin).await {
+                    Ok(()) => break,
+                    Err(status) => {
+                        tracing::debug!(plugin = plugin.name, reason = %status.message(), "bundled plugin not deployed yet; trying again");
+                    }
                 }
+            } else if node
+                .replica
+                .kernel()
+                .read()
+                .await
+                .plugin(plugin.name)
+                .is_some()
+            {
+                break;
             }
             tokio::select! {
                 _ = stopped.changed() => return,
@@ -40,6 +54,10 @@ pub async fn deploy_missing(node: SharedNode, mut stopped: watch::Receiver<bool>
             }
         }
     }
+}
+
+fn leads(node: &SharedNode) -> bool {
+    node.replica.status().leader == Some(node.replica.id)
 }
 
 /// Deploys `plugin` unless a plugin of its name is deployed, as far as a linearizable read of
