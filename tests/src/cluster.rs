@@ -82,6 +82,13 @@ impl Cluster {
             cluster.servers[i] = Some(server);
         }
         cluster.leader().await?;
+        // The leader deploys the bundled plugins as a cluster starts, a burst of large entries
+        // every member compiles; tests start from a settled cluster rather than inside it.
+        for i in 0..size {
+            for plugin in crate::plugins::BUNDLED {
+                crate::plugins::wait_deployed(cluster.endpoint(i), plugin).await;
+            }
+        }
         Ok(cluster)
     }
 

@@ -80,6 +80,9 @@ pub async fn call(
         .map(tonic::Response::into_inner)
 }
 
+/// The plugins every cairn binary carries and deploys at start.
+pub const BUNDLED: &[&str] = &["lock", "election", "discovery", "queue", "schema"];
+
 /// Waits until the cluster behind `endpoint` has deployed plugin `name` (the servers deploy
 /// their bundled plugins at start).
 pub async fn wait_deployed(endpoint: &str, name: &str) {
