@@ -46,6 +46,10 @@ pub enum CallError {
     /// taken effect there.
     #[error("peer {url} unreachable: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The peer refused the connection, so the call never left this member: safe to retry
+    /// elsewhere, even when it writes.
+    #[error("peer {url} refused the connection")]
+    Refused { url: String },
     #[error("peer {url} sent an answer this member cannot read: {reason}")]
     Garbled { url: String, reason: String },
 }
@@ -102,12 +106,36 @@ impl Peers {
         })
         .await
         .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
-        .map_err(|status| unreachable(status.to_string()))?;
+        .map_err(|status| {
+            if connection_refused(&status) {
+                CallError::Refused {
+                    url: url.to_string(),
+                }
+            } else {
+                unreachable(status.to_string())
+            }
+        })?;
         codec::decode(&sent.into_inner().payload).map_err(|e| CallError::Garbled {
             url: url.to_string(),
             reason: e.to_string(),
         })
     }
+}
+
+/// Whether `status` reports a connection the peer refused: a request is only sent over an
+/// established connection, so this one was never sent.
+fn connection_refused(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The first peer URL of a member: where Raft traffic for it goes.
@@ -146,7 +174,9 @@ impl PeerLink {
             .call(&self.url, call, request, option.hard_ttl())
             .await
             .map_err(|error| match error {
-                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+                CallError::Unreachable { .. } | CallError::Refused { .. } => {
+                    RPCError::Unreachable(Unreachable::new(&error))
+                }
                 CallError::Garbled { .. } => RPCError::Network(NetworkError::new(&error)),
             })?;
         answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
@@ -181,5 +211,47 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<VoteResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>> {
         self.send(PeerCall::Vote, &request, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CallError, PeerCall, Peers};
+
+    async fn call(url: &str) -> Result<(), CallError> {
+        Peers::default()
+            .call::<_, ()>(url, PeerCall::ReadIndex, &(), Duration::from_millis(300))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_is_not_listening_refuses_and_nothing_was_sent() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let error = call(&url).await.unwrap_err();
+        assert!(
+            matches!(error, CallError::Refused { .. }),
+            "expected a refusal, got {error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_accepts_and_never_answers_is_unreachable_not_refused() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let (connection, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(connection);
+        });
+        let error = call(&url).await.unwrap_err();
+        assert!(
+            matches!(error, CallError::Unreachable { .. }),
+            "a request that may have been sent must not count as refused, got {error}"
+        );
+        held.abort();
     }
 }

@@ -16,7 +16,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::codec;
-use crate::network::{PeerCall, Peers};
+use crate::network::{CallError, PeerCall, Peers};
 use crate::replica::{LEADER_WAIT, ReplicaError, leader_url, pause_or_give_up};
 use crate::types::{Batch, Member, MemberId, Raft};
 
@@ -191,6 +191,9 @@ impl Proposer {
                         // That member no longer leads, so it did not apply the batch: try again.
                         Ok(Err(ReplicaError::NoLeader)) => {}
                         Ok(answer) => return answer,
+                        // The leader this member knows of is down and never saw the batch:
+                        // wait to learn of its successor.
+                        Err(CallError::Refused { .. }) => {}
                         Err(error) => return Err(ReplicaError::Timeout(error.to_string())),
                     }
                 }

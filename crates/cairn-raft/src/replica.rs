@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
 
 use crate::log_store::LogStore;
-use crate::network::{PeerCall, Peers, peer_url};
+use crate::network::{CallError, PeerCall, Peers, peer_url};
 use crate::proposer::{Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
 use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
@@ -186,14 +186,16 @@ impl Replica {
         let config = Config {
             cluster_name: "cairn".into(),
             heartbeat_interval: heartbeat,
-            // openraft 0.9 draws each member's timeout once, between min and max, and members
-            // refuse votes for max after they last heard from the leader (its leader lease). A
-            // follower's first bid therefore falls inside the others' lease and fails; its second
-            // comes one drawn timeout later, between 2 min and 2 max. With min and max at 2/5 and
-            // 4/5 of the election timeout, that bid always clears the lease and lands within 1.6
-            // election timeouts of the leader falling silent: a new leader within two, as etcd.
+            // openraft 0.9 draws each member's timeout once, in [min, max), and calls an
+            // election when it has heard nothing from the leader for max (the leader lease, in
+            // which it also refuses to vote for anyone else) plus that drawn timeout. With min
+            // and max at 2/5 and 3/5 of the election timeout, a follower stands after 1 to 1.2
+            // election timeouts of silence (never sooner than etcd's, so a busy leader is not
+            // deposed more readily), by when every other follower's lease has run out and the
+            // first bid can win: a new leader within about 1.2 timeouts, and a second round
+            // after a split vote still lands within two.
             election_timeout_min: election * 2 / 5,
-            election_timeout_max: election * 4 / 5,
+            election_timeout_max: election * 3 / 5,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 1_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
@@ -375,7 +377,7 @@ impl Replica {
                 Err(ReadIndexError::Failed(error)) => return Err(error),
             };
             if let Some(url) = leader_url(&leader) {
-                let answer: Result<u64, ReplicaError> = self
+                let answer: Result<Result<u64, ReplicaError>, CallError> = self
                     .peers
                     .call(
                         url,
@@ -385,11 +387,13 @@ impl Replica {
                             .saturating_duration_since(Instant::now())
                             .max(RETRY_PAUSE),
                     )
-                    .await
-                    .map_err(|error| ReplicaError::Unavailable(error.to_string()))?;
+                    .await;
                 match answer {
-                    Err(ReplicaError::NoLeader) => {}
-                    answer => return answer,
+                    // No leader there, or the leader this member knows of is down: wait to
+                    // learn of the next.
+                    Ok(Err(ReplicaError::NoLeader)) | Err(CallError::Refused { .. }) => {}
+                    Ok(answer) => return answer,
+                    Err(error) => return Err(ReplicaError::Unavailable(error.to_string())),
                 }
             }
             pause_or_give_up(deadline).await?;

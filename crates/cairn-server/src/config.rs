@@ -79,10 +79,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
 
-    /// Milliseconds within which a leader that stopped is replaced: followers stand for election
-    /// after 2/5 to 4/5 of it without hearing from the leader (members refuse to vote for another
-    /// for 4/5 of it after they last heard from it), and a new leader is in place well within two
-    /// of it. A leader cut off from a majority for this long stops acting as leader.
+    /// Milliseconds of silence from the leader after which followers replace it: a follower
+    /// stands for election after 1 to 1.2 of them without hearing from the leader (members refuse
+    /// to vote for another for 3/5 of one after they last heard from it), so a new leader is in
+    /// place within about 1.2, and within two even after a split vote. A leader cut off from a
+    /// majority for this long stops acting as leader.
     #[arg(long, env = "CAIRN_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
