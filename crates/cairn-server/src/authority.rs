@@ -7,11 +7,14 @@
 //! clients send a correct authority, but 3.4's are everywhere, so the node repairs the header
 //! before `h2` sees it.
 //!
-//! Every connection's client-to-server bytes pass through a [`Rewriter`]: frames other than
-//! HEADERS and CONTINUATION pass untouched; each header block is decoded, its `:authority`
-//! repaired if it is not a valid authority, and re-encoded with the rewriter's own HPACK encoder.
-//! Re-encoding every block (not just repaired ones) keeps `h2`'s decoder in step with an encoder
-//! whose table it has seen from the first block. Server-to-client bytes pass through as they are.
+//! Every connection's client-to-server bytes pass through a [`Rewriter`], which looks at the
+//! connection's first header block. A gRPC client names one authority for the whole connection,
+//! so if that block's `:authority` is valid (every client but etcd 3.4's), the block and all that
+//! follows pass through untouched and unparsed. Otherwise frames other than HEADERS and
+//! CONTINUATION pass untouched, and each header block is decoded, its `:authority` repaired, and
+//! re-encoded with the rewriter's own HPACK encoder. Re-encoding every block from the first (not
+//! just repaired ones) keeps `h2`'s decoder in step with an encoder whose table it has seen from
+//! the start. Server-to-client bytes pass through as they are.
 
 use std::io;
 use std::pin::Pin;
@@ -43,10 +46,24 @@ struct OpenBlock {
     stream_id: [u8; 4],
     end_stream: bool,
     fragment: Vec<u8>,
+    /// The block's frames as the client sent them.
+    frames: Vec<u8>,
+}
+
+/// What the rewriter does with the bytes it is fed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Waiting for the first header block, which decides.
+    Deciding,
+    /// The first block's authority was valid: everything passes through as it is.
+    PassThrough,
+    /// The first block's authority needed repair: every block is decoded and re-encoded.
+    Rewriting,
 }
 
 /// Rewrites the client-to-server half of one HTTP/2 connection.
 pub struct Rewriter {
+    mode: Mode,
     preface_left: usize,
     unparsed: Vec<u8>,
     open_block: Option<OpenBlock>,
@@ -57,6 +74,7 @@ pub struct Rewriter {
 impl Default for Rewriter {
     fn default() -> Self {
         Rewriter {
+            mode: Mode::Deciding,
             preface_left: PREFACE_LEN,
             unparsed: Vec::new(),
             open_block: None,
@@ -71,8 +89,20 @@ fn invalid(message: String) -> io::Error {
 }
 
 impl Rewriter {
+    /// Whether everything from now on passes through as it is, so the caller may hand the
+    /// client's bytes to the server without feeding them here.
+    pub fn passes_through(&self) -> bool {
+        self.mode == Mode::PassThrough && self.unparsed.is_empty()
+    }
+
     /// Consumes bytes read from the client and appends what the server should read to `out`.
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        if self.mode == Mode::PassThrough {
+            out.extend_from_slice(&self.unparsed);
+            self.unparsed.clear();
+            out.extend_from_slice(input);
+            return Ok(());
+        }
         if self.preface_left > 0 {
             let take = self.preface_left.min(input.len());
             out.extend_from_slice(&input[..take]);
@@ -91,6 +121,11 @@ impl Rewriter {
             let frame = self.unparsed[consumed..frame_end].to_vec();
             consumed = frame_end;
             self.frame(&frame, out)?;
+            if self.mode == Mode::PassThrough {
+                out.extend_from_slice(&self.unparsed[consumed..]);
+                consumed = self.unparsed.len();
+                break;
+            }
         }
         self.unparsed.drain(..consumed);
         Ok(())
@@ -107,6 +142,7 @@ impl Rewriter {
                     stream_id,
                     end_stream: flags & FLAG_END_STREAM != 0,
                     fragment: fragment.to_vec(),
+                    frames: frame.to_vec(),
                 });
             }
             TYPE_CONTINUATION => {
@@ -115,6 +151,7 @@ impl Rewriter {
                     .as_mut()
                     .ok_or_else(|| invalid("CONTINUATION without HEADERS".into()))?;
                 block.fragment.extend_from_slice(payload);
+                block.frames.extend_from_slice(frame);
                 if block.fragment.len() > HEADER_BLOCK_BYTES_MAX {
                     return Err(invalid(format!(
                         "header block over {HEADER_BLOCK_BYTES_MAX} bytes"
@@ -140,6 +177,17 @@ impl Rewriter {
                 headers.push((name.into_owned(), value.into_owned()));
             })
             .map_err(|error| invalid(format!("undecodable header block: {error:?}")))?;
+        if self.mode == Mode::Deciding {
+            let valid = headers.iter().all(|(name, value)| {
+                name.as_slice() != b":authority" || Authority::try_from(value.as_slice()).is_ok()
+            });
+            if valid {
+                self.mode = Mode::PassThrough;
+                out.extend_from_slice(&block.frames);
+                return Ok(());
+            }
+            self.mode = Mode::Rewriting;
+        }
         headers.retain_mut(|(name, value)| name.as_slice() != b":authority" || repair(value));
         let encoded = self.encoder.encode(
             headers
@@ -244,6 +292,9 @@ impl AsyncRead for RepairedConnection {
                     this.ready_from = 0;
                 }
                 return Poll::Ready(Ok(()));
+            }
+            if this.rewriter.passes_through() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             let mut scratch = ReadBuf::new(&mut this.scratch);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut scratch))?;
@@ -442,6 +493,38 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(authority_of(&frames[0].2), Some(&b"h:1"[..]));
         assert_eq!(frames[0].2[1].1, big);
+    }
+
+    #[test]
+    fn a_connection_that_starts_with_a_valid_authority_passes_through_untouched() {
+        let mut client = Encoder::new();
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[]));
+        for stream in [1, 3] {
+            let block = client.encode([
+                (&b":method"[..], &b"POST"[..]),
+                (b":authority", b"127.0.0.1:2379"),
+                (b":path", b"/etcdserverpb.KV/Put"),
+            ]);
+            input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, stream, &block));
+            input.extend(frame(0x0, FLAG_END_STREAM, stream, b"payload"));
+        }
+        // Later blocks are not even parsed: this one would be refused if it were.
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 5, &[0xff, 0xff]));
+
+        let mut rewriter = Rewriter::default();
+        let mut out = Vec::new();
+        let (head, tail) = input.split_at(PREFACE.len() + 20);
+        for byte in head {
+            rewriter.feed(std::slice::from_ref(byte), &mut out).unwrap();
+        }
+        assert!(
+            !rewriter.passes_through(),
+            "undecided before the first block ends"
+        );
+        rewriter.feed(tail, &mut out).unwrap();
+        assert!(rewriter.passes_through());
+        assert_eq!(out, input, "byte for byte");
     }
 
     #[test]
