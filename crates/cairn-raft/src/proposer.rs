@@ -49,7 +49,7 @@ impl Queued {
         command: Command,
         reply: oneshot::Sender<Result<Outcome, ReplicaError>>,
     ) -> Queued {
-        let bytes = codec::encode(&command).len();
+        let bytes = codec::encoded_len(&command);
         Queued {
             command,
             bytes,
@@ -202,16 +202,10 @@ impl Proposer {
         }
     }
 
-    /// As leader, applies a batch forwarded by a follower.
-    pub(crate) async fn leader_write(&self, batch: Batch) -> Result<Vec<Outcome>, ReplicaError> {
-        if self.lost_quorum(&self.raft.metrics().borrow()) {
-            return Err(ReplicaError::NoLeader);
-        }
-        match self.propose(batch, Instant::now() + LEADER_WAIT).await {
-            Ok(outcomes) => Ok(outcomes),
-            Err(ProposeError::NotLeader(_)) => Err(ReplicaError::NoLeader),
-            Err(ProposeError::Failed(error)) => Err(error),
-        }
+    /// Whether this member leads and has heard from a quorum lately.
+    pub(crate) fn leads(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.current_leader == Some(metrics.id) && !self.lost_quorum(&metrics)
     }
 
     /// Appends `batch` to the log if this member leads, and waits until `deadline` for it to be
