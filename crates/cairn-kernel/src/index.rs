@@ -57,10 +57,16 @@ impl Index {
     /// one what it is then.
     pub fn visible(&self, range: &KeyRange, revision: Revision) -> Vec<(&[u8], ChangeId)> {
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) = match range {
-            KeyRange::Key(key) => (
-                Bound::Included(key.as_slice()),
-                Bound::Included(key.as_slice()),
-            ),
+            KeyRange::Key(key) => {
+                return self
+                    .keys
+                    .get_key_value(key.as_slice())
+                    .and_then(|(key, history)| {
+                        Some((key.as_slice(), history.visible_at(revision)?))
+                    })
+                    .into_iter()
+                    .collect();
+            }
             KeyRange::Interval { start, end } if start < end => (
                 Bound::Included(start.as_slice()),
                 Bound::Excluded(end.as_slice()),
@@ -72,6 +78,12 @@ impl Index {
             .range::<[u8], _>(bounds)
             .filter_map(|(key, history)| Some((key.as_slice(), history.visible_at(revision)?)))
             .collect()
+    }
+
+    /// The change that makes `key` what it is at `revision`, if it exists then: what
+    /// [`Index::visible`] says of one key, without building a range.
+    pub fn visible_key(&self, key: &[u8], revision: Revision) -> Option<ChangeId> {
+        self.keys.get(key)?.visible_at(revision)
     }
 
     /// Forgets every change that no read at `revision` or later can see, and returns them so
@@ -133,6 +145,32 @@ mod tests {
             end: b"a".to_vec(),
         };
         assert_eq!(keys_at(&index, &backwards, 5), vec![]);
+    }
+
+    #[test]
+    fn one_key_is_seen_as_a_range_over_it_sees_it() {
+        let mut index = Index::default();
+        index.record(b"a", id(2), false);
+        index.record(b"ab", id(3), false);
+        index.record(b"a", id(4), true);
+        index.record(b"a", id(5), false);
+        for revision in 1..=6 {
+            let one = KeyRange::Key(b"a".to_vec());
+            let over_it = KeyRange::Interval {
+                start: b"a".to_vec(),
+                end: b"a\0".to_vec(),
+            };
+            let expected = keys_at(&index, &over_it, revision);
+            assert_eq!(keys_at(&index, &one, revision), expected, "at {revision}");
+            assert_eq!(
+                index.visible_key(b"a", revision).map(|id| id.main),
+                expected.first().map(|(_, main)| *main),
+                "at {revision}"
+            );
+        }
+        assert_eq!(index.visible_key(b"a", 3), Some(id(2)));
+        assert_eq!(index.visible_key(b"a", 4), None, "deleted at 4");
+        assert_eq!(index.visible_key(b"zz", 5), None, "never written");
     }
 
     #[test]

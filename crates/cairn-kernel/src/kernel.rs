@@ -501,14 +501,10 @@ impl Kernel {
         key: &[u8],
         revision: Revision,
     ) -> Result<Option<KeyValue>, StorageError> {
-        match self
-            .index
-            .visible(&KeyRange::Key(key.to_vec()), revision)
-            .first()
-        {
-            Some((_, id)) => self.load(*id).map(Some),
-            None => Ok(None),
-        }
+        self.index
+            .visible_key(key, revision)
+            .map(|id| self.load(id))
+            .transpose()
     }
 
     /// The key-value a visible change holds.
