@@ -37,23 +37,36 @@ const QUEUE_COMMANDS_MAX: usize = 4096;
 /// A command's outcome once applied: its response, or the kernel's refusal.
 pub type Outcome = Result<CommandResponse, KvError>;
 
+/// What one write comes to: its outcome once applied, or why it was not.
+pub(crate) type Answer = Result<Outcome, ReplicaError>;
+
 /// A write waiting for its batch.
 pub(crate) struct Queued {
     command: Command,
     bytes: usize,
-    reply: oneshot::Sender<Result<Outcome, ReplicaError>>,
+    reply: oneshot::Sender<Answer>,
+    /// Sent here by a follower that took this member for the leader. Such a write is proposed
+    /// here or handed back untried, never forwarded again: two members that each held the
+    /// other's writes while leadership moved between them would otherwise wait on each other.
+    forwarded: bool,
 }
 
 impl Queued {
-    pub(crate) fn new(
-        command: Command,
-        reply: oneshot::Sender<Result<Outcome, ReplicaError>>,
-    ) -> Queued {
-        let bytes = codec::encoded_len(&command);
+    /// A write a client sent to this member.
+    pub(crate) fn new(command: Command, reply: oneshot::Sender<Answer>) -> Queued {
         Queued {
+            bytes: codec::encoded_len(&command),
             command,
-            bytes,
             reply,
+            forwarded: false,
+        }
+    }
+
+    /// A write a follower forwarded to this member as leader.
+    pub(crate) fn forwarded(command: Command, reply: oneshot::Sender<Answer>) -> Queued {
+        Queued {
+            forwarded: true,
+            ..Queued::new(command, reply)
         }
     }
 }
@@ -128,26 +141,34 @@ impl Proposer {
         }
     }
 
-    /// Writes one batch and hands each writer its outcome.
+    /// Writes one batch and hands each writer its answer.
     async fn write_and_reply(&self, batch: Vec<Queued>) {
-        let (commands, replies): (Vec<Command>, Vec<_>) = batch
-            .into_iter()
-            .map(|write| (write.command, write.reply))
-            .unzip();
-        match self.write(Batch::new(commands)).await {
-            Ok(outcomes) => {
-                assert_eq!(outcomes.len(), replies.len(), "one outcome per command");
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A writer that gave up no longer waits; its write stands.
-                    let _ = reply.send(Ok(outcome));
+        let (forwarded, mut local): (Vec<Queued>, Vec<Queued>) =
+            batch.into_iter().partition(|write| write.forwarded);
+        if !forwarded.is_empty() {
+            let mut all = forwarded;
+            let forwarded_count = all.len();
+            if self.leads() {
+                all.append(&mut local);
+                let commands = all.iter().map(|write| write.command.clone()).collect();
+                match self
+                    .propose(Batch::new(commands), Instant::now() + LEADER_WAIT)
+                    .await
+                {
+                    Ok(outcomes) => return reply(all, Ok(outcomes.into_iter().map(Ok).collect())),
+                    Err(ProposeError::Failed(error)) => return reply(all, Err(error)),
+                    // Nothing was appended: the follower may send its writes elsewhere.
+                    Err(ProposeError::NotLeader(_)) => local = all.split_off(forwarded_count),
                 }
             }
-            Err(error) => {
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
+            reply(all, Err(ReplicaError::NoLeader));
         }
+        if local.is_empty() {
+            return;
+        }
+        let commands = local.iter().map(|write| write.command.clone()).collect();
+        let answers = self.write(Batch::new(commands)).await;
+        reply(local, answers);
     }
 
     /// Whether this member is a leader cut off from a quorum for longer than an election timeout:
@@ -165,20 +186,21 @@ impl Proposer {
                 .is_some_and(|ms| Duration::from_millis(ms) > self.quorum_contact_max)
     }
 
-    /// Applies `batch` through the log, on whichever member leads, and returns its outcomes.
-    async fn write(&self, batch: Batch) -> Result<Vec<Outcome>, ReplicaError> {
+    /// Applies `batch` through the log, on whichever member leads, and returns each write's
+    /// answer.
+    async fn write(&self, batch: Batch) -> Result<Vec<Answer>, ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             if !self.lost_quorum(&self.raft.metrics().borrow()) {
                 let leader = match self.propose(batch.clone(), deadline).await {
-                    Ok(outcomes) => return Ok(outcomes),
+                    Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
                     Err(ProposeError::Failed(error)) => return Err(error),
                     Err(ProposeError::NotLeader(leader)) => leader,
                 };
                 if let Some(url) = leader_url(&leader) {
                     let forwarded = self
                         .peers
-                        .call::<_, Result<Vec<Outcome>, ReplicaError>>(
+                        .call::<_, Result<Vec<Answer>, ReplicaError>>(
                             url,
                             PeerCall::Forward,
                             &batch,
@@ -205,7 +227,9 @@ impl Proposer {
     /// Whether this member leads and has heard from a quorum lately.
     pub(crate) fn leads(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
-        metrics.current_leader == Some(metrics.id) && !self.lost_quorum(&metrics)
+        metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(metrics.id)
+            && !self.lost_quorum(&metrics)
     }
 
     /// Appends `batch` to the log if this member leads, and waits until `deadline` for it to be
@@ -241,6 +265,24 @@ impl Proposer {
                 error.to_string(),
             ))),
             Err(RaftError::Fatal(_)) => Err(ProposeError::Failed(ReplicaError::Stopped)),
+        }
+    }
+}
+
+/// Hands each write of a batch its answer: one per write, or one error for all.
+fn reply(writes: Vec<Queued>, answers: Result<Vec<Answer>, ReplicaError>) {
+    match answers {
+        Ok(answers) => {
+            assert_eq!(answers.len(), writes.len(), "one answer per write");
+            for (write, answer) in writes.into_iter().zip(answers) {
+                // A writer that gave up no longer waits; its write stands.
+                let _ = write.reply.send(answer);
+            }
+        }
+        Err(error) => {
+            for write in writes {
+                let _ = write.reply.send(Err(error.clone()));
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
 
 use crate::log_store::LogStore;
 use crate::network::{CallError, PeerCall, Peers, peer_url};
-use crate::proposer::{Outcome, Proposer, Queued};
+use crate::proposer::{Answer, Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
 use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
 
@@ -319,41 +319,30 @@ impl Replica {
         answer.await.map_err(|_| ReplicaError::Stopped)?
     }
 
-    /// As leader, applies a batch of writes forwarded by a follower. Its commands join this
-    /// member's own queue, so what reaches the leader from every member while entries commit
-    /// shares the next entry (one append, one fsync, one replication round) instead of each
-    /// follower's batch taking an entry of its own.
-    pub(crate) async fn leader_write(&self, batch: Batch) -> Result<Vec<Outcome>, ReplicaError> {
+    /// As leader, applies a batch of writes forwarded by a follower and answers each. Its
+    /// commands join this member's own queue, so what reaches the leader from every member while
+    /// entries commit shares the next entry (one append, one fsync, one replication round)
+    /// instead of each follower's batch taking an entry of its own. A write answered
+    /// [`ReplicaError::NoLeader`] was not applied: this member stopped leading before proposing it.
+    pub(crate) async fn leader_write(&self, batch: Batch) -> Result<Vec<Answer>, ReplicaError> {
         if !self.proposer.leads() {
-            // Nothing was queued, so the follower may safely try elsewhere.
+            // Nothing was queued, so the follower may send the whole batch elsewhere.
             return Err(ReplicaError::NoLeader);
         }
         let mut answers = Vec::with_capacity(batch.commands.len());
         for command in batch.commands {
             let (reply, answer) = oneshot::channel();
             self.queue
-                .send(Queued::new(command, reply))
+                .send(Queued::forwarded(command, reply))
                 .await
                 .map_err(|_| ReplicaError::Stopped)?;
             answers.push(answer);
         }
-        let mut outcomes = Vec::with_capacity(answers.len());
+        let mut answered = Vec::with_capacity(answers.len());
         for answer in answers {
-            match answer.await.map_err(|_| ReplicaError::Stopped)? {
-                Ok(outcome) => outcomes.push(outcome),
-                // Some of the batch may have been applied, so the follower must not retry it
-                // as it would a refusal.
-                Err(ReplicaError::NoLeader) => {
-                    return Err(ReplicaError::Timeout(
-                        "leadership changed while the write was in flight; it may still be \
-                         applied"
-                            .into(),
-                    ));
-                }
-                Err(error) => return Err(error),
-            }
+            answered.push(answer.await.unwrap_or(Err(ReplicaError::Stopped)));
         }
-        Ok(outcomes)
+        Ok(answered)
     }
 
     /// Returns once this member has applied everything committed before the call: a read of the
