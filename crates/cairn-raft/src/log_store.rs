@@ -39,8 +39,28 @@ const LAST_PURGED: &[u8] = b"last_purged";
 /// The log store; clones share one database and one flusher.
 #[derive(Clone)]
 pub struct LogStore {
+    // Declared before `db`, so the flusher thread has let go of the database before this
+    // store's handle to it drops: the last store to go closes the database on its own thread,
+    // never on a detached one that a process exit could cut short mid-close.
+    flusher: Arc<Flusher>,
     db: Arc<DB>,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// The flusher thread and the queue of appends waiting for it; dropping it stops and joins the
+/// thread.
+struct Flusher {
+    appended: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop.
+        drop(self.appended.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LogStore {
@@ -53,13 +73,17 @@ impl LogStore {
         let families =
             [LOG, STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
-        let (flusher, flushes) = mpsc::channel();
+        let (appended, flushes) = mpsc::channel();
         let flushing_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("cairn-log-flush".into())
             .spawn(move || flush_loop(&flushing_db, &flushes))
             .expect("spawning the log flusher thread");
-        Ok(LogStore { db, flusher })
+        let flusher = Arc::new(Flusher {
+            appended: Some(appended),
+            thread: Some(thread),
+        });
+        Ok(LogStore { flusher, db })
     }
 
     fn family(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -208,7 +232,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.write(batch, false)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.flusher.send(callback).map_err(|_| {
+        let appended = self
+            .flusher
+            .appended
+            .as_ref()
+            .expect("the queue is open while a store holds the flusher");
+        appended.send(callback).map_err(|_| {
             StorageIOError::write_logs(&std::io::Error::other("the log flusher has stopped"))
         })?;
         Ok(())
