@@ -143,32 +143,51 @@ impl Proposer {
 
     /// Writes one batch and hands each writer its answer.
     async fn write_and_reply(&self, batch: Vec<Queued>) {
-        let (forwarded, mut local): (Vec<Queued>, Vec<Queued>) =
+        let (forwarded, local): (Vec<Queued>, Vec<Queued>) =
             batch.into_iter().partition(|write| write.forwarded);
-        if !forwarded.is_empty() {
-            let mut all = forwarded;
-            let forwarded_count = all.len();
-            if self.leads() {
-                all.append(&mut local);
-                let commands = all.iter().map(|write| write.command.clone()).collect();
-                match self
-                    .propose(Batch::new(commands), Instant::now() + LEADER_WAIT)
-                    .await
-                {
-                    Ok(outcomes) => return reply(all, Ok(outcomes.into_iter().map(Ok).collect())),
-                    Err(ProposeError::Failed(error)) => return reply(all, Err(error)),
-                    // Nothing was appended: the follower may send its writes elsewhere.
-                    Err(ProposeError::NotLeader(_)) => local = all.split_off(forwarded_count),
-                }
-            }
-            reply(all, Err(ReplicaError::NoLeader));
-        }
+        let local = if forwarded.is_empty() {
+            local
+        } else {
+            self.propose_forwarded(forwarded, local).await
+        };
         if local.is_empty() {
             return;
         }
-        let commands = local.iter().map(|write| write.command.clone()).collect();
-        let answers = self.write(Batch::new(commands)).await;
-        reply(local, answers);
+        let (commands, replies): (Vec<Command>, Vec<_>) = local
+            .into_iter()
+            .map(|write| (write.command, write.reply))
+            .unzip();
+        reply(replies, self.write(Batch::new(commands)).await);
+    }
+
+    /// Proposes forwarded writes here, together with the local ones, if this member leads.
+    /// Otherwise hands the forwarded ones back untried, and returns the local ones still to be
+    /// written through whichever member leads.
+    async fn propose_forwarded(&self, forwarded: Vec<Queued>, local: Vec<Queued>) -> Vec<Queued> {
+        if self.leads() {
+            let commands = forwarded
+                .iter()
+                .chain(&local)
+                .map(|write| write.command.clone())
+                .collect();
+            let answers = match self
+                .propose(Batch::new(commands), Instant::now() + LEADER_WAIT)
+                .await
+            {
+                Ok(outcomes) => Some(Ok(outcomes.into_iter().map(Ok).collect())),
+                Err(ProposeError::Failed(error)) => Some(Err(error)),
+                Err(ProposeError::NotLeader(_)) => None,
+            };
+            if let Some(answers) = answers {
+                let replies = forwarded.into_iter().chain(local).map(|write| write.reply);
+                reply(replies.collect(), answers);
+                return Vec::new();
+            }
+        }
+        // Never appended: the follower may send these elsewhere.
+        let replies = forwarded.into_iter().map(|write| write.reply).collect();
+        reply(replies, Err(ReplicaError::NoLeader));
+        local
     }
 
     /// Whether this member is a leader cut off from a quorum for longer than an election timeout:
@@ -226,7 +245,8 @@ impl Proposer {
 
     /// Whether this member leads and has heard from a quorum lately.
     pub(crate) fn leads(&self) -> bool {
-        let metrics = self.raft.metrics().borrow().clone();
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         metrics.state == ServerState::Leader
             && metrics.current_leader == Some(metrics.id)
             && !self.lost_quorum(&metrics)
@@ -269,19 +289,19 @@ impl Proposer {
     }
 }
 
-/// Hands each write of a batch its answer: one per write, or one error for all.
-fn reply(writes: Vec<Queued>, answers: Result<Vec<Answer>, ReplicaError>) {
+/// Hands each writer of a batch its answer: one per write, or one error for all.
+fn reply(replies: Vec<oneshot::Sender<Answer>>, answers: Result<Vec<Answer>, ReplicaError>) {
     match answers {
         Ok(answers) => {
-            assert_eq!(answers.len(), writes.len(), "one answer per write");
-            for (write, answer) in writes.into_iter().zip(answers) {
+            assert_eq!(answers.len(), replies.len(), "one answer per write");
+            for (reply, answer) in replies.into_iter().zip(answers) {
                 // A writer that gave up no longer waits; its write stands.
-                let _ = write.reply.send(answer);
+                let _ = reply.send(answer);
             }
         }
         Err(error) => {
-            for write in writes {
-                let _ = write.reply.send(Err(error.clone()));
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

@@ -92,14 +92,16 @@ impl Rewriter {
     /// Whether everything from now on passes through as it is, so the caller may hand the
     /// client's bytes to the server without feeding them here.
     pub fn passes_through(&self) -> bool {
-        self.mode == Mode::PassThrough && self.unparsed.is_empty()
+        self.mode == Mode::PassThrough
     }
 
     /// Consumes bytes read from the client and appends what the server should read to `out`.
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         if self.mode == Mode::PassThrough {
-            out.extend_from_slice(&self.unparsed);
-            self.unparsed.clear();
+            debug_assert!(
+                self.unparsed.is_empty(),
+                "flushed when passing through began"
+            );
             out.extend_from_slice(input);
             return Ok(());
         }
