@@ -17,6 +17,7 @@ mod peer_service;
 mod proposer;
 mod replica;
 mod state_machine;
+mod synced;
 mod types;
 
 pub use peer_service::PeerService;
@@ -40,6 +41,7 @@ mod storage_conformance {
 
     use crate::log_store::LogStore;
     use crate::state_machine::{StateDirs, StateMachine, open_kernel};
+    use crate::synced::SyncedLog;
     use crate::types::{StorageError, TypeConfig};
 
     struct FreshStore;
@@ -50,9 +52,17 @@ mod storage_conformance {
             let dirs = StateDirs::new(dir.path());
             let (kernel, name) = open_kernel(&dirs, Limits::default()).expect("opening the kernel");
             let kernel = Arc::new(RwLock::new(kernel));
-            let log = LogStore::open(&dirs.log).expect("opening the log");
+            let log = LogStore::open(&dirs.log, 1).expect("opening the log");
             let (events, _) = tokio::sync::broadcast::channel(16);
-            let state_machine = StateMachine::new(kernel, name, dirs, Limits::default(), events);
+            // The suite applies entries it never appended to the log.
+            let state_machine = StateMachine::new(
+                kernel,
+                name,
+                dirs,
+                Limits::default(),
+                events,
+                SyncedLog::everything(),
+            );
             Ok((dir, log, state_machine))
         }
     }

@@ -2,9 +2,22 @@
 //!
 //! Entries are written to RocksDB as soon as openraft hands them over, so they are readable at
 //! once (the leader replicates from them), but not synced. A flusher thread then syncs RocksDB's
-//! write-ahead log once for everything written meanwhile and only then reports those entries
-//! flushed; openraft counts an entry towards a quorum, and so acknowledges a client, only after
-//! that report. One fsync thus covers every client write that arrived while the previous one ran.
+//! write-ahead log once for everything written meanwhile and publishes the id of the last entry
+//! that sync covered ([`SyncedLog`]).
+//!
+//! When this member appends as a follower, it reports the entries flushed only after that sync:
+//! a follower's acknowledgement counts towards a quorum, so it must promise a copy on disk.
+//!
+//! When it appends its own entries as leader, it reports them flushed at once. openraft 0.9's
+//! core waits for that report before it does anything else, replication included, so waiting
+//! for the sync here would put the leader's fsync and the followers' one after the other; this
+//! way they run together, as Raft allows (thesis §10.2.1), and the core appends the next entry
+//! while the sync runs. The leader's own copy must still be on disk before an entry commits, so
+//! two gates take over what the early report gives up: the leader passes a follower's answer to
+//! openraft only once its own sync covers what it sent (`network.rs`), so any quorum of two or
+//! more members counts the leader's copy only when it is on disk; and no member applies an entry
+//! before its sync covers it (`state_machine.rs`), which holds a leader that is the only voter,
+//! whose own report alone commits.
 //!
 //! The vote is written synced: it must be on disk before this member answers a vote request.
 //! Truncation and purging need no sync of their own. RocksDB's write-ahead log is sequential, so
@@ -19,7 +32,7 @@
 
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError};
@@ -27,8 +40,11 @@ use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 
+use tokio::sync::watch;
+
 use crate::codec;
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::synced::SyncedLog;
+use crate::types::{Entry, LogId, MemberId, StorageError, TypeConfig, Vote};
 
 const LOG: &str = "log";
 const STATE: &str = "state";
@@ -44,13 +60,25 @@ pub struct LogStore {
     // never on a detached one that a process exit could cut short mid-close.
     flusher: Arc<Flusher>,
     db: Arc<DB>,
+    /// This member, to tell its own entries as leader from a leader's entries it follows.
+    id: MemberId,
+    /// The vote last saved, which names the leader whose entries are being appended.
+    vote: Arc<Mutex<Option<Vote>>>,
+    synced: watch::Receiver<Option<LogId>>,
 }
 
 /// The flusher thread and the queue of appends waiting for it; dropping it stops and joins the
 /// thread.
 struct Flusher {
-    appended: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    appended: Option<mpsc::Sender<Appended>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// An append written but not yet synced.
+struct Appended {
+    last: LogId,
+    /// openraft's report, for a follower's append; `None` for the leader's own, already reported.
+    callback: Option<LogFlushed<TypeConfig>>,
 }
 
 impl Drop for Flusher {
@@ -64,28 +92,61 @@ impl Drop for Flusher {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir` and starts its flusher thread, which ends once every
-    /// clone of the store is dropped.
-    pub fn open(dir: &Path) -> Result<LogStore, rocksdb::Error> {
+    /// Opens (or creates) the log of member `id` in `dir` and starts its flusher thread, which
+    /// ends once every clone of the store is dropped.
+    pub fn open(dir: &Path, id: MemberId) -> Result<LogStore, StorageError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         let families =
             [LOG, STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
+        let db = Arc::new(
+            DB::open_cf_descriptors(&options, dir, families)
+                .map_err(|e| StorageIOError::read_logs(&e))?,
+        );
+        // Whatever the log held at open survived the last run; sync it before vouching for it.
+        db.flush_wal(true)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let last = last_entry_id(&db)?;
+        let (synced, synced_receiver) = watch::channel(last);
         let (appended, flushes) = mpsc::channel();
         let flushing_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-log-flush".into())
-            .spawn(move || flush_loop(&flushing_db, &flushes))
+            .spawn(move || flush_loop(&flushing_db, &flushes, &synced))
             .expect("spawning the log flusher thread");
         let flusher = Arc::new(Flusher {
             appended: Some(appended),
             thread: Some(thread),
         });
-        Ok(LogStore { flusher, db })
+        Ok(LogStore {
+            flusher,
+            db,
+            id,
+            vote: Arc::default(),
+            synced: synced_receiver,
+        })
     }
 
+    /// How far the log is on disk.
+    pub(crate) fn synced(&self) -> SyncedLog {
+        SyncedLog::new(self.synced.clone())
+    }
+}
+
+/// Whether member `id`, having saved `vote`, appends `entries` as their leader. openraft saves
+/// a follower's vote for its leader before appending that leader's entries, so entries of this
+/// member's own term are only ever appended here while it leads that term.
+fn appends_as_leader(id: MemberId, vote: Option<Vote>, entries: &[Entry]) -> bool {
+    vote.is_some_and(|vote| {
+        vote.leader_id.node_id == id
+            && entries
+                .iter()
+                .all(|entry| entry.log_id.leader_id == vote.leader_id)
+    })
+}
+
+impl LogStore {
     fn family(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(name)
@@ -110,32 +171,46 @@ impl LogStore {
         options.set_sync(sync);
         self.db.write_opt(batch, &options)
     }
+}
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        let mut last = self.db.iterator_cf(self.family(LOG), IteratorMode::End);
-        match last.next() {
-            None => Ok(None),
-            Some(item) => {
-                let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let entry: Entry =
-                    codec::decode(&value).map_err(|e| StorageIOError::read_logs(&e))?;
-                Ok(Some(entry.log_id))
-            }
+/// The id of the last entry in the log, if any.
+fn last_entry_id(db: &DB) -> Result<Option<LogId>, StorageError> {
+    let family = db
+        .cf_handle(LOG)
+        .expect("column families are created at open");
+    let mut last = db.iterator_cf(family, IteratorMode::End);
+    match last.next() {
+        None => Ok(None),
+        Some(item) => {
+            let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry: Entry = codec::decode(&value).map_err(|e| StorageIOError::read_logs(&e))?;
+            Ok(Some(entry.log_id))
         }
     }
 }
 
-/// Syncs the write-ahead log for every batch of appends that queued up meanwhile.
-fn flush_loop(db: &DB, flushes: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+/// Syncs the write-ahead log for every batch of appends that queued up meanwhile, publishes how
+/// far that sync reached, then reports the followers' appends flushed.
+fn flush_loop(db: &DB, flushes: &mpsc::Receiver<Appended>, synced: &watch::Sender<Option<LogId>>) {
     while let Ok(first) = flushes.recv() {
         let mut waiting = vec![first];
         waiting.extend(flushes.try_iter());
-        let synced = db.flush_wal(true).map_err(|e| e.to_string());
-        if let Err(error) = &synced {
-            tracing::error!(%error, "syncing the Raft log failed");
+        let last = waiting.last().map(|appended| appended.last);
+        let result = db.flush_wal(true).map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => {
+                synced.send_replace(last);
+            }
+            Err(error) if waiting.iter().any(|appended| appended.callback.is_none()) => {
+                // The leader has already reported these entries written and may have sent them;
+                // it cannot take that back, nor know what the failed sync left on disk.
+                tracing::error!(%error, "syncing the Raft log failed after this leader reported its entries written; stopping");
+                std::process::abort();
+            }
+            Err(error) => tracing::error!(%error, "syncing the Raft log failed"),
         }
-        for callback in waiting {
-            callback.log_io_completed(synced.clone().map_err(std::io::Error::other));
+        for callback in waiting.into_iter().filter_map(|appended| appended.callback) {
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
     }
 }
@@ -180,7 +255,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.read_state(LAST_PURGED)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        let last_log_id = last_entry_id(&self.db)?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -195,11 +270,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.family(STATE), VOTE, codec::encode(vote));
         self.write(batch, true)
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        *self.vote.lock().expect("vote cache poisoned") = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_state(VOTE)
+        let vote = self.read_state(VOTE)?;
+        *self.vote.lock().expect("vote cache poisoned") = vote;
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -222,22 +301,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let last = entries
+            .last()
+            .expect("openraft appends at least one entry")
+            .log_id;
         let mut batch = WriteBatch::default();
-        for entry in entries {
+        for entry in &entries {
             batch.put_cf(
                 self.family(LOG),
                 index_key(entry.log_id.index),
-                codec::encode(&entry),
+                codec::encode(entry),
             );
         }
         self.write(batch, false)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        let vote = *self.vote.lock().expect("vote cache poisoned");
+        let callback = if appends_as_leader(self.id, vote, &entries) {
+            callback.log_io_completed(Ok(()));
+            None
+        } else {
+            Some(callback)
+        };
         let appended = self
             .flusher
             .appended
             .as_ref()
             .expect("the queue is open while a store holds the flusher");
-        appended.send(callback).map_err(|_| {
+        appended.send(Appended { last, callback }).map_err(|_| {
             StorageIOError::write_logs(&std::io::Error::other("the log flusher has stopped"))
         })?;
         Ok(())
@@ -261,5 +352,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.delete_range_cf(self.family(LOG), index_key(0), index_key(log_id.index + 1));
         self.write(batch, false)
             .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, LeaderId};
+
+    use super::appends_as_leader;
+    use crate::types::{Entry, LogId, Vote};
+
+    fn entry(term: u64, leader: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn vote(term: u64, leader: u64) -> Option<Vote> {
+        Some(Vote {
+            leader_id: LeaderId::new(term, leader),
+            committed: true,
+        })
+    }
+
+    #[test]
+    fn only_a_leaders_own_entries_of_its_term_skip_the_wait_for_the_sync() {
+        let own = [entry(3, 1, 10), entry(3, 1, 11)];
+        assert!(appends_as_leader(1, vote(3, 1), &own));
+        // Following member 2 in term 3: its entries wait for the sync.
+        assert!(!appends_as_leader(1, vote(3, 2), &[entry(3, 2, 10)]));
+        // This member's entries of an earlier term, sent back by a later leader.
+        assert!(!appends_as_leader(1, vote(4, 2), &[entry(3, 1, 10)]));
+        // Leading term 4, entries of its term 3 are not this append's own.
+        assert!(!appends_as_leader(
+            1,
+            vote(4, 1),
+            &[entry(4, 1, 12), entry(3, 1, 11)]
+        ));
+        // Nothing voted yet, as when the cluster is initialized.
+        assert!(!appends_as_leader(1, None, &own));
     }
 }

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
+use crate::synced::SyncedLog;
 use crate::types::{Member, MemberId, TypeConfig};
 
 /// Which of the peer service's calls a message is for.
@@ -143,12 +144,20 @@ pub(crate) fn peer_url(member: &Member) -> Option<&str> {
     member.peer_urls.first().map(String::as_str)
 }
 
-impl RaftNetworkFactory<TypeConfig> for Peers {
+/// The network openraft replicates over: the shared peer connections, and how far this member's
+/// own log is on disk.
+pub struct PeerNetwork {
+    pub(crate) peers: Peers,
+    pub(crate) synced: SyncedLog,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: MemberId, member: &Member) -> PeerLink {
         PeerLink {
-            peers: self.clone(),
+            peers: self.peers.clone(),
+            synced: self.synced.clone(),
             target,
             url: peer_url(member).unwrap_or_default().to_string(),
         }
@@ -158,6 +167,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
 /// Raft's view of one peer.
 pub struct PeerLink {
     peers: Peers,
+    synced: SyncedLog,
     target: MemberId,
     url: String,
 }
@@ -190,7 +200,22 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>>
     {
-        self.send(PeerCall::AppendEntries, &request, &option).await
+        let sent = request
+            .entries
+            .last()
+            .map(|entry| entry.log_id)
+            .or(request.prev_log_id);
+        let answer = self
+            .send(PeerCall::AppendEntries, &request, &option)
+            .await?;
+        // The leader reports its own entries written before they are synced (see log_store), so
+        // a follower's answer may count towards a quorum only once this member's copy of what
+        // it answers for is on disk too.
+        self.synced
+            .covering(sent)
+            .await
+            .map_err(|closed| RPCError::Unreachable(Unreachable::new(&closed)))?;
+        Ok(answer)
     }
 
     async fn install_snapshot(
@@ -218,7 +243,20 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 mod tests {
     use std::time::Duration;
 
-    use super::{CallError, PeerCall, Peers};
+    use cairn_proto::cairn_v1::PeerMessage;
+    use cairn_proto::cairn_v1::peer_server::{Peer, PeerServer};
+    use openraft::error::RaftError;
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use tokio::sync::watch;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Response, Status};
+
+    use super::{CallError, PeerCall, PeerNetwork, Peers};
+    use crate::codec;
+    use crate::synced::SyncedLog;
+    use crate::types::{Entry, LogId, Member, MemberId, Vote};
 
     async fn call(url: &str) -> Result<(), CallError> {
         Peers::default()
@@ -253,5 +291,84 @@ mod tests {
             "a request that may have been sent must not count as refused, got {error}"
         );
         held.abort();
+    }
+
+    /// A peer that accepts every AppendEntries at once and serves nothing else.
+    struct AcceptingPeer;
+
+    #[tonic::async_trait]
+    impl Peer for AcceptingPeer {
+        async fn append_entries(&self, _: Request<PeerMessage>) -> Reply {
+            let accepted: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
+                Ok(AppendEntriesResponse::Success);
+            Ok(Response::new(PeerMessage {
+                payload: codec::encode(&accepted),
+            }))
+        }
+        async fn vote(&self, _: Request<PeerMessage>) -> Reply {
+            Err(Status::unimplemented("vote"))
+        }
+        async fn install_snapshot(&self, _: Request<PeerMessage>) -> Reply {
+            Err(Status::unimplemented("install_snapshot"))
+        }
+        async fn forward(&self, _: Request<PeerMessage>) -> Reply {
+            Err(Status::unimplemented("forward"))
+        }
+        async fn read_index(&self, _: Request<PeerMessage>) -> Reply {
+            Err(Status::unimplemented("read_index"))
+        }
+        async fn change_members(&self, _: Request<PeerMessage>) -> Reply {
+            Err(Status::unimplemented("change_members"))
+        }
+        async fn elect(&self, _: Request<PeerMessage>) -> Reply {
+            Err(Status::unimplemented("elect"))
+        }
+    }
+
+    type Reply = Result<Response<PeerMessage>, Status>;
+
+    #[tokio::test]
+    async fn a_followers_acknowledgement_waits_until_the_leaders_own_copy_is_synced() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(AcceptingPeer))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        let (synced, synced_receiver) = watch::channel(None);
+        let mut network = PeerNetwork {
+            peers: Peers::default(),
+            synced: SyncedLog::new(synced_receiver),
+        };
+        let member = Member {
+            peer_urls: vec![url],
+            ..Member::default()
+        };
+        let mut link = network.new_client(2, &member).await;
+        let leader = CommittedLeaderId::new(1, 1);
+        let entry = Entry {
+            log_id: LogId::new(leader, 1),
+            payload: EntryPayload::Blank,
+        };
+        let request = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![entry],
+            leader_commit: None,
+        };
+        let sending = tokio::spawn(async move {
+            let option = RPCOption::new(Duration::from_secs(5));
+            link.append_entries(request, option).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !sending.is_finished(),
+            "the follower's acknowledgement was passed on before the leader's copy was synced"
+        );
+        synced.send_replace(Some(LogId::new(leader, 1)));
+        let answer = sending.await.unwrap().unwrap();
+        assert_eq!(answer, AppendEntriesResponse::Success);
+        server.abort();
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
 
 use crate::log_store::LogStore;
-use crate::network::{CallError, PeerCall, Peers, peer_url};
+use crate::network::{CallError, PeerCall, PeerNetwork, Peers, peer_url};
 use crate::proposer::{Answer, Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
 use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
@@ -172,7 +172,7 @@ impl Replica {
         let (mut kernel, kernel_name) = open_kernel(&dirs, limits)?;
         kernel.set_plugin_runtime(plugins);
         let kernel = Arc::new(RwLock::new(kernel));
-        let log_store = LogStore::open(&dirs.log)?;
+        let log_store = LogStore::open(&dirs.log, id)?;
         let (events, _) = broadcast::channel(EVENT_BATCHES_BUFFERED);
         let state_machine = StateMachine::new(
             kernel.clone(),
@@ -180,6 +180,7 @@ impl Replica {
             dirs.clone(),
             limits,
             events.clone(),
+            log_store.synced(),
         );
         let heartbeat = settings.heartbeat_interval.as_millis() as u64;
         let election = settings.election_timeout.as_millis() as u64;
@@ -206,15 +207,13 @@ impl Replica {
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
         let peers = Peers::default();
-        let raft = Raft::new(
-            id,
-            Arc::new(config),
-            peers.clone(),
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let network = PeerNetwork {
+            peers: peers.clone(),
+            synced: log_store.synced(),
+        };
+        let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if let Bootstrap::New(members) = bootstrap {
             let initialized = raft
                 .is_initialized()
@@ -790,7 +789,7 @@ pub enum StartError {
     #[error(transparent)]
     State(#[from] crate::state_machine::OpenError),
     #[error("opening the Raft log: {0}")]
-    Log(#[from] rocksdb::Error),
+    Log(#[from] crate::types::StorageError),
     #[error("Raft configuration: {0}")]
     Config(String),
     #[error("starting Raft: {0}")]

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast};
 
 use crate::codec;
+use crate::synced::SyncedLog;
 use crate::types::{
     Applied, AppliedEvents, Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
@@ -142,6 +143,8 @@ pub struct StateMachine {
     snapshots_taken: Arc<AtomicU64>,
     /// Announces applied changes; sent under the kernel's write lock, so in revision order.
     events: broadcast::Sender<Arc<AppliedEvents>>,
+    /// How far the log is on disk: an entry is applied only once it is.
+    synced: SyncedLog,
 }
 
 impl StateMachine {
@@ -151,6 +154,7 @@ impl StateMachine {
         dirs: StateDirs,
         limits: Limits,
         events: broadcast::Sender<Arc<AppliedEvents>>,
+        synced: SyncedLog,
     ) -> StateMachine {
         StateMachine {
             kernel,
@@ -159,6 +163,7 @@ impl StateMachine {
             limits,
             snapshots_taken: Arc::default(),
             events,
+            synced,
         }
     }
 
@@ -202,6 +207,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // A leader reports its own entries written before they are synced (see log_store); a
+        // leader that is the only voter commits on that report alone. Nothing it applies, and
+        // so nothing a client is told or reads, may be lost with the page cache.
+        let last = entries.last().map(|entry| entry.log_id);
+        self.synced
+            .covering(last)
+            .await
+            .map_err(|closed| StorageIOError::write_logs(&closed))?;
         let mut kernel = self.kernel.write().await;
         let revision_before = kernel.revision();
         let mut applied = applied_of(&kernel)?;
@@ -493,5 +507,49 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .await
             .map_err(fail)?
             .ok_or_else(|| fail(io_error("the snapshot just built is gone")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cairn_kernel::Limits;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use tokio::sync::{RwLock, broadcast, watch};
+
+    use super::{StateDirs, StateMachine, open_kernel};
+    use crate::synced::SyncedLog;
+    use crate::types::{Entry, LogId};
+
+    #[tokio::test]
+    async fn an_entry_is_applied_only_once_the_log_is_synced_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = StateDirs::new(dir.path());
+        let (kernel, name) = open_kernel(&dirs, Limits::default()).unwrap();
+        let (synced, synced_receiver) = watch::channel(None);
+        let mut state_machine = StateMachine::new(
+            Arc::new(RwLock::new(kernel)),
+            name,
+            dirs,
+            Limits::default(),
+            broadcast::channel(4).0,
+            SyncedLog::new(synced_receiver),
+        );
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+        let applying = tokio::spawn(async move {
+            let entry = Entry {
+                log_id,
+                payload: EntryPayload::Blank,
+            };
+            state_machine.apply([entry]).await.unwrap();
+            state_machine.applied_state().await.unwrap().0
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!applying.is_finished(), "applied before the log was synced");
+        synced.send_replace(Some(log_id));
+        assert_eq!(applying.await.unwrap(), Some(log_id));
     }
 }
