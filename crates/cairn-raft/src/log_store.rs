@@ -107,7 +107,7 @@ impl LogStore {
         // Whatever the log held at open survived the last run; sync it before vouching for it.
         db.flush_wal(true)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        let last = last_entry_id(&db)?;
+        let last = last_entry_id(&db)?.or(read_state(&db, LAST_PURGED)?);
         let (synced, synced_receiver) = watch::channel(last);
         let (appended, flushes) = mpsc::channel();
         let flushing_db = db.clone();
@@ -153,24 +153,26 @@ impl LogStore {
             .expect("column families are created at open")
     }
 
-    fn read_state<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        let bytes = self
-            .db
-            .get_cf(self.family(STATE), name)
-            .map_err(|e| StorageIOError::read(&e))?;
-        bytes
-            .map(|bytes| codec::decode(&bytes).map_err(|e| StorageIOError::read(&e).into()))
-            .transpose()
-    }
-
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.db.write_opt(batch, &options)
     }
+}
+
+fn read_state<T: serde::de::DeserializeOwned>(
+    db: &DB,
+    name: &[u8],
+) -> Result<Option<T>, StorageError> {
+    let family = db
+        .cf_handle(STATE)
+        .expect("column families are created at open");
+    let bytes = db
+        .get_cf(family, name)
+        .map_err(|e| StorageIOError::read(&e))?;
+    bytes
+        .map(|bytes| codec::decode(&bytes).map_err(|e| StorageIOError::read(&e).into()))
+        .transpose()
 }
 
 /// The id of the last entry in the log, if any.
@@ -254,7 +256,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.read_state(LAST_PURGED)?;
+        let last_purged_log_id: Option<LogId> = read_state(&self.db, LAST_PURGED)?;
         let last_log_id = last_entry_id(&self.db)?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -275,8 +277,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// The vote saved last, except that a leadership of this member's own comes back as a bare
+    /// candidacy for its term. openraft 0.9 would otherwise resume leading that term at once,
+    /// appending after whatever its log kept; as a leader sends its entries before they are
+    /// synced, a peer may hold entries that an unclean stop dropped from this log, and reusing
+    /// their ids for new entries would leave the two logs different under equal ids. Starting
+    /// over in a new term gives new entries ids of their own.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        let vote = self.read_state(VOTE)?;
+        let vote = read_state(&self.db, VOTE)?.map(|vote: Vote| {
+            if vote.committed && vote.leader_id.node_id == self.id {
+                Vote::new(vote.leader_id.term, self.id)
+            } else {
+                vote
+            }
+        });
         *self.vote.lock().expect("vote cache poisoned") = vote;
         Ok(vote)
     }
@@ -289,7 +303,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.read_state::<Option<LogId>>(COMMITTED)?.flatten())
+        Ok(read_state::<Option<LogId>>(&self.db, COMMITTED)?.flatten())
     }
 
     async fn append<I>(
@@ -357,9 +371,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use openraft::storage::RaftLogStorage;
     use openraft::{CommittedLeaderId, EntryPayload, LeaderId};
 
-    use super::appends_as_leader;
+    use super::{LogStore, appends_as_leader};
     use crate::types::{Entry, LogId, Vote};
 
     fn entry(term: u64, leader: u64, index: u64) -> Entry {
@@ -392,5 +409,37 @@ mod tests {
         ));
         // Nothing voted yet, as when the cluster is initialized.
         assert!(!appends_as_leader(1, None, &own));
+    }
+
+    #[tokio::test]
+    async fn a_leadership_of_its_own_comes_back_as_a_candidacy_for_its_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path(), 1).unwrap();
+        store.save_vote(&vote(3, 1).unwrap()).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path(), 1).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        // Someone else's leadership, and a candidacy, come back as saved.
+        store.save_vote(&vote(4, 2).unwrap()).await.unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), vote(4, 2));
+        store.save_vote(&Vote::new(5, 1)).await.unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(5, 1)));
+    }
+
+    #[tokio::test]
+    async fn a_log_purged_whole_counts_as_synced_through_the_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let purged = LogId::new(CommittedLeaderId::new(2, 1), 7);
+        let mut store = LogStore::open(dir.path(), 1).unwrap();
+        store.purge(purged).await.unwrap();
+        drop(store);
+        let store = LogStore::open(dir.path(), 1).unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            store.synced().covering(Some(purged)),
+        )
+        .await
+        .expect("waited for a sync of entries already purged")
+        .unwrap();
     }
 }

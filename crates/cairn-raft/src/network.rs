@@ -205,16 +205,20 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             .last()
             .map(|entry| entry.log_id)
             .or(request.prev_log_id);
+        let unsynced = |closed| RPCError::Unreachable(Unreachable::new(&closed));
+        // The leader reports its own entries written before they are synced (see log_store).
+        // A leader that is the only voter commits on that report alone, so its commit index may
+        // run ahead of its disk; learners must not apply what it could still lose.
+        self.synced
+            .covering(request.leader_commit)
+            .await
+            .map_err(unsynced)?;
         let answer = self
             .send(PeerCall::AppendEntries, &request, &option)
             .await?;
-        // The leader reports its own entries written before they are synced (see log_store), so
-        // a follower's answer may count towards a quorum only once this member's copy of what
+        // A follower's answer may count towards a quorum only once this member's copy of what
         // it answers for is on disk too.
-        self.synced
-            .covering(sent)
-            .await
-            .map_err(|closed| RPCError::Unreachable(Unreachable::new(&closed)))?;
+        self.synced.covering(sent).await.map_err(unsynced)?;
         Ok(answer)
     }
 
@@ -241,6 +245,8 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use cairn_proto::cairn_v1::PeerMessage;
@@ -253,10 +259,10 @@ mod tests {
     use tonic::transport::server::TcpIncoming;
     use tonic::{Request, Response, Status};
 
-    use super::{CallError, PeerCall, PeerNetwork, Peers};
+    use super::{CallError, PeerCall, PeerLink, PeerNetwork, Peers};
     use crate::codec;
     use crate::synced::SyncedLog;
-    use crate::types::{Entry, LogId, Member, MemberId, Vote};
+    use crate::types::{Entry, LogId, Member, MemberId, TypeConfig, Vote};
 
     async fn call(url: &str) -> Result<(), CallError> {
         Peers::default()
@@ -293,12 +299,16 @@ mod tests {
         held.abort();
     }
 
-    /// A peer that accepts every AppendEntries at once and serves nothing else.
-    struct AcceptingPeer;
+    /// A peer that accepts every AppendEntries at once, counting them, and serves nothing else.
+    #[derive(Clone, Default)]
+    struct AcceptingPeer {
+        received: Arc<AtomicUsize>,
+    }
 
     #[tonic::async_trait]
     impl Peer for AcceptingPeer {
         async fn append_entries(&self, _: Request<PeerMessage>) -> Reply {
+            self.received.fetch_add(1, Ordering::SeqCst);
             let accepted: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
                 Ok(AppendEntriesResponse::Success);
             Ok(Response::new(PeerMessage {
@@ -327,13 +337,15 @@ mod tests {
 
     type Reply = Result<Response<PeerMessage>, Status>;
 
-    #[tokio::test]
-    async fn a_followers_acknowledgement_waits_until_the_leaders_own_copy_is_synced() {
+    /// A link to a peer that accepts everything, from a leader whose sync has reached nothing
+    /// yet; returns the link, the leader's sync, and what the peer received.
+    async fn link_to_accepting_peer() -> (PeerLink, watch::Sender<Option<LogId>>, AcceptingPeer) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(
+        let peer = AcceptingPeer::default();
+        tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(PeerServer::new(AcceptingPeer))
+                .add_service(PeerServer::new(peer.clone()))
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
         let (synced, synced_receiver) = watch::channel(None);
@@ -345,30 +357,69 @@ mod tests {
             peer_urls: vec![url],
             ..Member::default()
         };
-        let mut link = network.new_client(2, &member).await;
-        let leader = CommittedLeaderId::new(1, 1);
-        let entry = Entry {
-            log_id: LogId::new(leader, 1),
-            payload: EntryPayload::Blank,
-        };
-        let request = AppendEntriesRequest {
+        (network.new_client(2, &member).await, synced, peer)
+    }
+
+    fn append_request(
+        entries: Vec<Entry>,
+        leader_commit: Option<LogId>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),
             prev_log_id: None,
-            entries: vec![entry],
-            leader_commit: None,
-        };
-        let sending = tokio::spawn(async move {
+            entries,
+            leader_commit,
+        }
+    }
+
+    fn send(
+        mut link: PeerLink,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> tokio::task::JoinHandle<Result<AppendEntriesResponse<MemberId>, impl std::fmt::Debug>>
+    {
+        tokio::spawn(async move {
             let option = RPCOption::new(Duration::from_secs(5));
             link.append_entries(request, option).await
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn a_followers_acknowledgement_waits_until_the_leaders_own_copy_is_synced() {
+        let (link, synced, peer) = link_to_accepting_peer().await;
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+        let entry = Entry {
+            log_id,
+            payload: EntryPayload::Blank,
+        };
+        let sending = send(link, append_request(vec![entry], None));
         tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            peer.received.load(Ordering::SeqCst),
+            1,
+            "sent before the sync"
+        );
         assert!(
             !sending.is_finished(),
             "the follower's acknowledgement was passed on before the leader's copy was synced"
         );
-        synced.send_replace(Some(LogId::new(leader, 1)));
+        synced.send_replace(Some(log_id));
         let answer = sending.await.unwrap().unwrap();
         assert_eq!(answer, AppendEntriesResponse::Success);
-        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_commit_index_is_sent_only_once_the_leaders_copy_is_synced() {
+        let (link, synced, peer) = link_to_accepting_peer().await;
+        let committed = LogId::new(CommittedLeaderId::new(1, 1), 4);
+        let sending = send(link, append_request(Vec::new(), Some(committed)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            peer.received.load(Ordering::SeqCst),
+            0,
+            "a commit index beyond the leader's sync reached a peer"
+        );
+        synced.send_replace(Some(committed));
+        sending.await.unwrap().unwrap();
+        assert_eq!(peer.received.load(Ordering::SeqCst), 1);
     }
 }
