@@ -12,6 +12,7 @@
 
 mod codec;
 mod log_store;
+mod log_tail;
 mod network;
 mod peer_service;
 mod proposer;

@@ -43,6 +43,7 @@ use rocksdb::{
 use tokio::sync::watch;
 
 use crate::codec;
+use crate::log_tail::LogTail;
 use crate::synced::SyncedLog;
 use crate::types::{Entry, LogId, MemberId, StorageError, TypeConfig, Vote};
 
@@ -65,6 +66,8 @@ pub struct LogStore {
     /// The vote last saved, which names the leader whose entries are being appended.
     vote: Arc<Mutex<Option<Vote>>>,
     synced: watch::Receiver<Option<LogId>>,
+    /// The newest entries, decoded, for replication to read.
+    tail: Arc<Mutex<LogTail>>,
 }
 
 /// The flusher thread and the queue of appends waiting for it; dropping it stops and joins the
@@ -125,6 +128,7 @@ impl LogStore {
             id,
             vote: Arc::default(),
             synced: synced_receiver,
+            tail: Arc::default(),
         })
     }
 
@@ -151,6 +155,10 @@ impl LogStore {
         self.db
             .cf_handle(name)
             .expect("column families are created at open")
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
+        self.tail.lock().expect("log tail poisoned")
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
@@ -231,6 +239,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(index) => index + 1,
             Bound::Unbounded => 0,
         };
+        if let Some(entries) = self.tail().read(start, &range) {
+            return Ok(entries);
+        }
         let mut entries = Vec::new();
         let iterator = self.db.iterator_cf(
             self.family(LOG),
@@ -321,17 +332,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .expect("openraft appends at least one entry")
             .log_id;
         let mut batch = WriteBatch::default();
+        let mut sizes = Vec::with_capacity(entries.len());
         for entry in &entries {
-            batch.put_cf(
-                self.family(LOG),
-                index_key(entry.log_id.index),
-                codec::encode(entry),
-            );
+            let encoded = codec::encode(entry);
+            sizes.push(encoded.len());
+            batch.put_cf(self.family(LOG), index_key(entry.log_id.index), encoded);
         }
         self.write(batch, false)
             .map_err(|e| StorageIOError::write_logs(&e))?;
         let vote = *self.vote.lock().expect("vote cache poisoned");
-        let callback = if appends_as_leader(self.id, vote, &entries) {
+        let own = appends_as_leader(self.id, vote, &entries);
+        self.tail().append(entries.into_iter().zip(sizes));
+        let callback = if own {
             callback.log_io_completed(Ok(()));
             None
         } else {
@@ -357,7 +369,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         );
         batch.delete_cf(self.family(LOG), index_key(u64::MAX));
         self.write(batch, false)
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.tail().truncate(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -365,7 +379,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.put_cf(self.family(STATE), LAST_PURGED, codec::encode(&log_id));
         batch.delete_range_cf(self.family(LOG), index_key(0), index_key(log_id.index + 1));
         self.write(batch, false)
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.tail().purge(log_id.index);
+        Ok(())
     }
 }
 

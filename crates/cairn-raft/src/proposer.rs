@@ -164,30 +164,43 @@ impl Proposer {
     /// Otherwise hands the forwarded ones back untried, and returns the local ones still to be
     /// written through whichever member leads.
     async fn propose_forwarded(&self, forwarded: Vec<Queued>, local: Vec<Queued>) -> Vec<Queued> {
-        if self.leads() {
-            let commands = forwarded
-                .iter()
-                .chain(&local)
-                .map(|write| write.command.clone())
-                .collect();
-            let answers = match self
-                .propose(Batch::new(commands), Instant::now() + LEADER_WAIT)
-                .await
-            {
-                Ok(outcomes) => Some(Ok(outcomes.into_iter().map(Ok).collect())),
-                Err(ProposeError::Failed(error)) => Some(Err(error)),
-                Err(ProposeError::NotLeader(_)) => None,
-            };
-            if let Some(answers) = answers {
-                let replies = forwarded.into_iter().chain(local).map(|write| write.reply);
-                reply(replies.collect(), answers);
-                return Vec::new();
-            }
+        if !self.leads() {
+            // Never appended: the follower may send these elsewhere.
+            let replies = forwarded.into_iter().map(|write| write.reply).collect();
+            reply(replies, Err(ReplicaError::NoLeader));
+            return local;
         }
-        // Never appended: the follower may send these elsewhere.
-        let replies = forwarded.into_iter().map(|write| write.reply).collect();
-        reply(replies, Err(ReplicaError::NoLeader));
-        local
+        let forwarded_count = forwarded.len();
+        let (commands, replies): (Vec<Command>, Vec<_>) = forwarded
+            .into_iter()
+            .chain(local)
+            .map(|write| (write.command, write.reply))
+            .unzip();
+        let batch = Batch::new(commands);
+        let answers = match self
+            .propose(batch.clone(), Instant::now() + LEADER_WAIT)
+            .await
+        {
+            Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+            Err(ProposeError::Failed(error)) => Err(error),
+            Err(ProposeError::NotLeader(_)) => {
+                // Never appended: the forwarded writes go back untried, and the local ones are
+                // written through whichever member leads now.
+                let mut replies = replies.into_iter();
+                reply(
+                    replies.by_ref().take(forwarded_count).collect(),
+                    Err(ReplicaError::NoLeader),
+                );
+                return batch.commands[forwarded_count..]
+                    .iter()
+                    .cloned()
+                    .zip(replies)
+                    .map(|(command, reply)| Queued::new(command, reply))
+                    .collect();
+            }
+        };
+        reply(replies, answers);
+        Vec::new()
     }
 
     /// Whether this member is a leader cut off from a quorum for longer than an election timeout:

@@ -329,7 +329,7 @@ impl Replica {
             return Err(ReplicaError::NoLeader);
         }
         let mut answers = Vec::with_capacity(batch.commands.len());
-        for command in batch.commands {
+        for command in Arc::unwrap_or_clone(batch.commands) {
             let (reply, answer) = oneshot::channel();
             self.queue
                 .send(Queued::forwarded(command, reply))

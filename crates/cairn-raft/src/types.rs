@@ -1,6 +1,7 @@
 //! The types openraft is instantiated with, and the member record it replicates.
 
 use std::fmt;
+use std::sync::Arc;
 
 use cairn_kernel::{Command, CommandResponse, Event, KvError, Revision};
 use serde::{Deserialize, Serialize};
@@ -32,14 +33,16 @@ pub struct Batch {
     /// clock plugin calls may read, so every replica reads the same. Zero until the leader
     /// stamps it.
     pub time_ms: u64,
-    pub commands: Vec<Command>,
+    /// Shared, so that a batch kept for a retry, or an entry the log keeps and hands to
+    /// replication, costs no copy of its commands.
+    pub commands: Arc<Vec<Command>>,
 }
 
 impl Batch {
     pub fn new(commands: Vec<Command>) -> Batch {
         Batch {
             time_ms: 0,
-            commands,
+            commands: Arc::new(commands),
         }
     }
 }
