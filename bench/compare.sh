@@ -113,14 +113,31 @@ import json, sys
 print(next(s["Endpoint"] for s in json.load(sys.stdin) if s["Status"]["leader"] == s["Status"]["header"]["member_id"]))'
 }
 
+# follower_of ENDPOINTS: prints the client URL of a member that does not lead (none on one member).
+follower_of() {
+  local leader
+  leader=$(leader_of "$1")
+  tr , '\n' <<<"$1" | grep -vx "$leader" | head -n 1 || true
+}
+
 # watch_endpoints ENDPOINTS: prints a follower's URL, then the leader's. cairn-bench watches on
 # the first and writes through the last, so on a cluster every event crosses from the leader to
 # a follower, the same path for etcd and cairn whichever member won the election.
 watch_endpoints() {
-  local leader follower
-  leader=$(leader_of "$1")
-  follower=$(tr , '\n' <<<"$1" | grep -vx "$leader" | head -n 1 || true)
-  echo "${follower:+$follower,}$leader"
+  local follower
+  follower=$(follower_of "$1")
+  echo "${follower:+$follower,}$(leader_of "$1")"
+}
+
+# targets ENDPOINTS all|leader|follower: the endpoints a workload runs against. A single client
+# has one connection, so it goes to the leader or to a follower on purpose, the same for etcd and
+# cairn, rather than to whichever member happens to be listed first.
+targets() {
+  case $2 in
+    all) echo "$1" ;;
+    leader) leader_of "$1" ;;
+    follower) follower_of "$1" ;;
+  esac
 }
 
 # failover_ms ENDPOINTS: SIGKILLs the leader, then prints the milliseconds until a put through
@@ -144,14 +161,18 @@ failover_ms() {
 if [ -n "$with_etcd" ]; then start_cluster etcd; etcd_url=$endpoints; fi
 start_cluster cairn; cairn_url=$endpoints
 
-# name | cairn-bench arguments
+# name | members to run against (all, leader or follower) | cairn-bench arguments
 workloads=(
-  "put, 1 client|--clients 1 --conns 1 --total 2000 put"
-  "put, 64 clients / 8 conns|--clients 64 --conns 8 --total 30000 put"
-  "put, 256 clients / 16 conns|--clients 256 --conns 16 --total 60000 put"
-  "range linearizable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency l"
-  "range serializable, 16 clients / 4 conns|--clients 16 --conns 4 --total 60000 range --consistency s"
+  "put, 1 client, to the leader|leader|--clients 1 --conns 1 --total 2000 put"
+  "put, 64 clients / 8 conns|all|--clients 64 --conns 8 --total 30000 put"
+  "put, 256 clients / 16 conns|all|--clients 256 --conns 16 --total 60000 put"
+  "range linearizable, 16 clients / 4 conns|all|--clients 16 --conns 4 --total 60000 range --consistency l"
+  "range serializable, 16 clients / 4 conns|all|--clients 16 --conns 4 --total 60000 range --consistency s"
 )
+# On a cluster, the single client also writes through a follower.
+if [ "$members" -ge 3 ]; then
+  workloads=("${workloads[0]}" "put, 1 client, to a follower|follower|--clients 1 --conns 1 --total 2000 put" "${workloads[@]:1}")
+fi
 # The plugin table's shapes: name | cairn-bench load options, the same for the put and the call.
 plugin_shapes=(
   "1 client|--clients 1 --conns 1 --total 2000"
@@ -160,8 +181,8 @@ plugin_shapes=(
 # 16 clients, each with a connection and a lease of its own, contending for locks through the
 # v3lock service: name | cairn-bench arguments.
 lock_workloads=(
-  "16 clients, one lock|--clients 16 --conns 16 --total 2000 lock --locks 1"
-  "16 clients, 16 locks|--clients 16 --conns 16 --total 8000 lock --locks 16"
+  "16 clients, one lock|all|--clients 16 --conns 16 --total 2000 lock --locks 1"
+  "16 clients, 16 locks|all|--clients 16 --conns 16 --total 8000 lock --locks 16"
 )
 # In-process calls: name | cairn-bench instantiate options.
 instantiate_workloads=(
@@ -196,14 +217,15 @@ run_rounds() {
   done
 }
 
-# throughput_rows WORKLOAD...: for each "name|cairn-bench arguments", runs the rounds against etcd
-# and cairn and prints a table row: throughputs, their ratio and latencies.
+# throughput_rows WORKLOAD...: for each "name|members|cairn-bench arguments", runs the rounds
+# against etcd and cairn and prints a table row: throughputs, their ratio and latencies.
 throughput_rows() {
-  local workload name arguments et ct
+  local workload name members_to arguments et ct
   for workload in "$@"; do
     name=${workload%%|*}
-    read -r -a arguments <<<"${workload#*|}"
-    run_rounds "$etcd_url" "$cairn_url" "${arguments[@]}"
+    members_to=${workload#*|}; members_to=${members_to%%|*}
+    read -r -a arguments <<<"${workload#*|*|}"
+    run_rounds "$(targets "$etcd_url" "$members_to")" "$(targets "$cairn_url" "$members_to")" "${arguments[@]}"
     et=$(med throughput etcd); ct=$(med throughput cairn)
     printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$et" "$ct" "$(ratio "$ct" "$et")" \
       "$(med p50_ms etcd)" "$(med p99_ms etcd)" "$(med p50_ms cairn)" "$(med p99_ms cairn)"

@@ -1,18 +1,23 @@
-//! The Raft log in RocksDB, with group commit.
+//! The Raft log in RocksDB, with group commit on the leader.
 //!
 //! Entries are written to RocksDB as soon as openraft hands them over, so they are readable at
-//! once (the leader replicates from them), but not synced. A flusher thread then syncs RocksDB's
-//! write-ahead log once for everything written meanwhile and publishes the id of the last entry
-//! that sync covered ([`SyncedLog`]).
+//! once (the leader replicates from them). Each sync publishes the id of the last entry it
+//! covered ([`SyncedLog`]); the published id only rises, and every entry the log holds with an
+//! id at most that high is on disk.
 //!
-//! When this member appends as a follower, it reports the entries flushed only after that sync:
-//! a follower's acknowledgement counts towards a quorum, so it must promise a copy on disk.
+//! When this member appends as a follower, it syncs in place and reports the entries flushed
+//! after: a follower's acknowledgement counts towards a quorum, so it must promise a copy on
+//! disk. openraft 0.9's core waits for each append's report before it does anything else, so
+//! a follower never has two appends pending that one sync could share, and syncing on the
+//! calling thread (handing the runtime's other tasks to another thread meanwhile) spares the
+//! wake-ups of a hand-off to a flusher thread and back.
 //!
-//! When it appends its own entries as leader, it reports them flushed at once. openraft 0.9's
-//! core waits for that report before it does anything else, replication included, so waiting
-//! for the sync here would put the leader's fsync and the followers' one after the other; this
-//! way they run together, as Raft allows (thesis §10.2.1), and the core appends the next entry
-//! while the sync runs. The leader's own copy must still be on disk before an entry commits, so
+//! When it appends its own entries as leader, it reports them flushed at once and leaves the
+//! sync to a flusher thread, which syncs once for everything appended meanwhile. Were the
+//! leader to wait for its sync, openraft would replicate only after it, putting the leader's
+//! fsync and the followers' one after the other; this way they run together, as Raft allows
+//! (thesis §10.2.1), and the core appends the next entry while the sync runs. The leader's own
+//! copy must still be on disk before an entry commits, so
 //! two gates take over what the early report gives up: the leader passes a follower's answer to
 //! openraft only once its own sync covers what it sent (`network.rs`), so any quorum of two or
 //! more members counts the leader's copy only when it is on disk; and no member applies an entry
@@ -23,7 +28,9 @@
 //! Truncation and purging need no sync of their own. RocksDB's write-ahead log is sequential, so
 //! the sync that makes the entries replacing a truncated suffix durable makes the truncation
 //! durable too, before those entries are reported flushed; and a purge lost in a crash only
-//! leaves entries the snapshot already covers.
+//! leaves entries the snapshot already covers. A truncation can leave the published id above
+//! the log's new end; the entries a follower appends next are synced before they are reported,
+//! and a leader's own entries carry a newer term than any id published before them.
 
 #![allow(
     clippy::result_large_err,
@@ -65,23 +72,16 @@ pub struct LogStore {
     id: MemberId,
     /// The vote last saved, which names the leader whose entries are being appended.
     vote: Arc<Mutex<Option<Vote>>>,
-    synced: watch::Receiver<Option<LogId>>,
+    synced: Arc<watch::Sender<Option<LogId>>>,
     /// The newest entries, decoded, for replication to read.
     tail: Arc<Mutex<LogTail>>,
 }
 
-/// The flusher thread and the queue of appends waiting for it; dropping it stops and joins the
-/// thread.
+/// The flusher thread and the queue of the leader's appends waiting for it, each by its last
+/// entry; dropping it stops and joins the thread.
 struct Flusher {
-    appended: Option<mpsc::Sender<Appended>>,
+    appended: Option<mpsc::Sender<LogId>>,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// An append written but not yet synced.
-struct Appended {
-    last: LogId,
-    /// openraft's report, for a follower's append; `None` for the leader's own, already reported.
-    callback: Option<LogFlushed<TypeConfig>>,
 }
 
 impl Drop for Flusher {
@@ -111,12 +111,12 @@ impl LogStore {
         db.flush_wal(true)
             .map_err(|e| StorageIOError::write_logs(&e))?;
         let last = last_entry_id(&db)?.or(read_state(&db, LAST_PURGED)?);
-        let (synced, synced_receiver) = watch::channel(last);
+        let synced = Arc::new(watch::Sender::new(last));
         let (appended, flushes) = mpsc::channel();
-        let flushing_db = db.clone();
+        let (flushing_db, flushing_synced) = (db.clone(), synced.clone());
         let thread = std::thread::Builder::new()
             .name("cairn-log-flush".into())
-            .spawn(move || flush_loop(&flushing_db, &flushes, &synced))
+            .spawn(move || flush_loop(&flushing_db, &flushes, &flushing_synced))
             .expect("spawning the log flusher thread");
         let flusher = Arc::new(Flusher {
             appended: Some(appended),
@@ -127,14 +127,14 @@ impl LogStore {
             db,
             id,
             vote: Arc::default(),
-            synced: synced_receiver,
+            synced,
             tail: Arc::default(),
         })
     }
 
     /// How far the log is on disk.
     pub(crate) fn synced(&self) -> SyncedLog {
-        SyncedLog::new(self.synced.clone())
+        SyncedLog::new(self.synced.subscribe())
     }
 }
 
@@ -199,29 +199,40 @@ fn last_entry_id(db: &DB) -> Result<Option<LogId>, StorageError> {
     }
 }
 
-/// Syncs the write-ahead log for every batch of appends that queued up meanwhile, publishes how
-/// far that sync reached, then reports the followers' appends flushed.
-fn flush_loop(db: &DB, flushes: &mpsc::Receiver<Appended>, synced: &watch::Sender<Option<LogId>>) {
-    while let Ok(first) = flushes.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(flushes.try_iter());
-        let last = waiting.last().map(|appended| appended.last);
-        let result = db.flush_wal(true).map_err(|e| e.to_string());
-        match &result {
-            Ok(()) => {
-                synced.send_replace(last);
-            }
-            Err(error) if waiting.iter().any(|appended| appended.callback.is_none()) => {
-                // The leader has already reported these entries written and may have sent them;
-                // it cannot take that back, nor know what the failed sync left on disk.
-                tracing::error!(%error, "syncing the Raft log failed after this leader reported its entries written; stopping");
-                std::process::abort();
-            }
-            Err(error) => tracing::error!(%error, "syncing the Raft log failed"),
+/// Syncs the write-ahead log once for every leader append that queued up meanwhile and publishes
+/// how far that sync reached.
+fn flush_loop(db: &DB, flushes: &mpsc::Receiver<LogId>, synced: &watch::Sender<Option<LogId>>) {
+    while let Ok(mut last) = flushes.recv() {
+        if let Some(later) = flushes.try_iter().last() {
+            last = later;
         }
-        for callback in waiting.into_iter().filter_map(|appended| appended.callback) {
-            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+        if let Err(error) = db.flush_wal(true) {
+            // The leader has already reported these entries written and may have sent them; it
+            // cannot take that back, nor know what the failed sync left on disk.
+            tracing::error!(%error, "syncing the Raft log failed after this leader reported its entries written; stopping");
+            std::process::abort();
         }
+        publish(synced, last);
+    }
+}
+
+/// Publishes that a sync covered `last`, unless an earlier report already reached further.
+fn publish(synced: &watch::Sender<Option<LogId>>, last: LogId) {
+    synced.send_if_modified(|published| {
+        let higher = *published < Some(last);
+        if higher {
+            *published = Some(last);
+        }
+        higher
+    });
+}
+
+/// Runs `io`, which blocks, on this thread; inside a multi-threaded runtime, the runtime first
+/// moves its other tasks off this worker, so they run meanwhile.
+fn blocking<T>(io: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
+        _ => io(),
     }
 }
 
@@ -338,25 +349,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             sizes.push(encoded.len());
             batch.put_cf(self.family(LOG), index_key(entry.log_id.index), encoded);
         }
+        let vote = *self.vote.lock().expect("vote cache poisoned");
+        if !appends_as_leader(self.id, vote, &entries) {
+            blocking(|| self.write(batch, true)).map_err(|e| StorageIOError::write_logs(&e))?;
+            self.tail().append(entries.into_iter().zip(sizes));
+            publish(&self.synced, last);
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         self.write(batch, false)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        let vote = *self.vote.lock().expect("vote cache poisoned");
-        let own = appends_as_leader(self.id, vote, &entries);
         self.tail().append(entries.into_iter().zip(sizes));
-        let callback = if own {
-            callback.log_io_completed(Ok(()));
-            None
-        } else {
-            Some(callback)
-        };
         let appended = self
             .flusher
             .appended
             .as_ref()
             .expect("the queue is open while a store holds the flusher");
-        appended.send(Appended { last, callback }).map_err(|_| {
+        appended.send(last).map_err(|_| {
             StorageIOError::write_logs(&std::io::Error::other("the log flusher has stopped"))
         })?;
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
@@ -392,7 +404,7 @@ mod tests {
     use openraft::storage::RaftLogStorage;
     use openraft::{CommittedLeaderId, EntryPayload, LeaderId};
 
-    use super::{LogStore, appends_as_leader};
+    use super::{LogStore, appends_as_leader, publish};
     use crate::types::{Entry, LogId, Vote};
 
     fn entry(term: u64, leader: u64, index: u64) -> Entry {
@@ -425,6 +437,18 @@ mod tests {
         ));
         // Nothing voted yet, as when the cluster is initialized.
         assert!(!appends_as_leader(1, None, &own));
+    }
+
+    #[test]
+    fn the_published_sync_point_only_rises() {
+        let (synced, receiver) = tokio::sync::watch::channel(None);
+        let id = |term, index| LogId::new(CommittedLeaderId::new(term, 1), index);
+        publish(&synced, id(2, 9));
+        // A sync of a stale leader append finishing after a follower's in-place sync.
+        publish(&synced, id(1, 12));
+        assert_eq!(*receiver.borrow(), Some(id(2, 9)));
+        publish(&synced, id(3, 4));
+        assert_eq!(*receiver.borrow(), Some(id(3, 4)));
     }
 
     #[tokio::test]
