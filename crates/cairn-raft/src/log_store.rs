@@ -25,6 +25,9 @@
 //! whose own report alone commits.
 //!
 //! The vote is written synced: it must be on disk before this member answers a vote request.
+//! That sync also covers every entry written before it, which is how entries a leader reported
+//! early and had not yet synced when it stepped down reach the disk before this member, now
+//! following another leader, acknowledges anything.
 //! Truncation and purging need no sync of their own. RocksDB's write-ahead log is sequential, so
 //! the sync that makes the entries replacing a truncated suffix durable makes the truncation
 //! durable too, before those entries are reported flushed; and a purge lost in a crash only
@@ -293,8 +296,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.family(STATE), VOTE, codec::encode(vote));
-        self.write(batch, true)
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        blocking(|| self.write(batch, true)).map_err(|e| StorageIOError::write_vote(&e))?;
         *self.vote.lock().expect("vote cache poisoned") = Some(*vote);
         Ok(())
     }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use cairn_proto::cairn_v1::PeerMessage;
 use cairn_proto::cairn_v1::peer_client::PeerClient;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -200,6 +200,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>>
     {
+        let started = std::time::Instant::now();
         let sent = request
             .entries
             .last()
@@ -216,10 +217,40 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         let answer = self
             .send(PeerCall::AppendEntries, &request, &option)
             .await?;
-        // A follower's answer may count towards a quorum only once this member's copy of what
-        // it answers for is on disk too.
-        self.synced.covering(sent).await.map_err(unsynced)?;
-        Ok(answer)
+        let acknowledged = match answer {
+            AppendEntriesResponse::Success => sent,
+            AppendEntriesResponse::PartialSuccess(matching) => matching,
+            AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => {
+                return Ok(answer);
+            }
+        };
+        // A follower's acknowledgement may count towards a quorum only once this member's copy
+        // of what it acknowledges is on disk too. openraft allows the whole call one heartbeat
+        // interval; should this member's sync take longer, it acknowledges only what its sync
+        // covers by then, and openraft sends the rest again.
+        let patience = option.soft_ttl().saturating_sub(started.elapsed());
+        if let Ok(covered) =
+            tokio::time::timeout(patience, self.synced.covering(acknowledged)).await
+        {
+            covered.map_err(unsynced)?;
+            return Ok(answer);
+        }
+        let synced = self.synced.current();
+        let covered = request
+            .entries
+            .iter()
+            .rev()
+            .map(|entry| Some(entry.log_id))
+            .find(|id| *id <= synced && *id <= acknowledged);
+        match covered {
+            Some(covered) => Ok(AppendEntriesResponse::PartialSuccess(covered)),
+            None => Err(RPCError::Timeout(Timeout {
+                action: RPCTypes::AppendEntries,
+                id: request.vote.leader_id.node_id,
+                target: self.target,
+                timeout: option.soft_ttl(),
+            })),
+        }
     }
 
     async fn install_snapshot(
@@ -375,12 +406,19 @@ mod tests {
     fn send(
         mut link: PeerLink,
         request: AppendEntriesRequest<TypeConfig>,
+        hard_ttl: Duration,
     ) -> tokio::task::JoinHandle<Result<AppendEntriesResponse<MemberId>, impl std::fmt::Debug>>
     {
-        tokio::spawn(async move {
-            let option = RPCOption::new(Duration::from_secs(5));
-            link.append_entries(request, option).await
-        })
+        tokio::spawn(async move { link.append_entries(request, RPCOption::new(hard_ttl)).await })
+    }
+
+    fn entries(indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -391,7 +429,11 @@ mod tests {
             log_id,
             payload: EntryPayload::Blank,
         };
-        let sending = send(link, append_request(vec![entry], None));
+        let sending = send(
+            link,
+            append_request(vec![entry], None),
+            Duration::from_secs(5),
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             peer.received.load(Ordering::SeqCst),
@@ -411,7 +453,11 @@ mod tests {
     async fn a_commit_index_is_sent_only_once_the_leaders_copy_is_synced() {
         let (link, synced, peer) = link_to_accepting_peer().await;
         let committed = LogId::new(CommittedLeaderId::new(1, 1), 4);
-        let sending = send(link, append_request(Vec::new(), Some(committed)));
+        let sending = send(
+            link,
+            append_request(Vec::new(), Some(committed)),
+            Duration::from_secs(5),
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             peer.received.load(Ordering::SeqCst),
@@ -421,5 +467,37 @@ mod tests {
         synced.send_replace(Some(committed));
         sending.await.unwrap().unwrap();
         assert_eq!(peer.received.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_sync_slower_than_the_call_allows_acknowledges_only_what_it_covers() {
+        let (link, synced, _peer) = link_to_accepting_peer().await;
+        synced.send_replace(Some(LogId::new(CommittedLeaderId::new(1, 1), 2)));
+        let answer = send(
+            link,
+            append_request(entries(1..=3), None),
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let covered = LogId::new(CommittedLeaderId::new(1, 1), 2);
+        assert_eq!(answer, AppendEntriesResponse::PartialSuccess(Some(covered)));
+    }
+
+    #[tokio::test]
+    async fn a_sync_that_covers_nothing_sent_in_time_fails_the_call() {
+        let (link, _synced, _peer) = link_to_accepting_peer().await;
+        let answer = send(
+            link,
+            append_request(entries(1..=3), None),
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap();
+        assert!(
+            answer.is_err(),
+            "acknowledged entries not on the leader's disk: {answer:?}"
+        );
     }
 }

@@ -20,8 +20,13 @@ impl SyncedLog {
         SyncedLog { synced }
     }
 
+    /// The id the latest sync reported.
+    pub(crate) fn current(&self) -> Option<LogId> {
+        *self.synced.borrow()
+    }
+
     /// Waits until a sync covers `log_id`: until the latest sync reported an id at least as
-    /// high. Ids order by term, then index. The only entries reported written before a sync
+    /// high. Ids order by leader (term, then member), then index. The only entries reported written before a sync
     /// covers them are a leader's own, of the newest term it knows, appended in index order, so
     /// no sync made before such an entry was written can report an id as high; every other
     /// entry is synced before openraft may commit, apply or replicate it.
