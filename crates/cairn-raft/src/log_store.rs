@@ -17,12 +17,12 @@
 //! leader to wait for its sync, openraft would replicate only after it, putting the leader's
 //! fsync and the followers' one after the other; this way they run together, as Raft allows
 //! (thesis §10.2.1), and the core appends the next entry while the sync runs. The leader's own
-//! copy must still be on disk before an entry commits, so
-//! two gates take over what the early report gives up: the leader passes a follower's answer to
-//! openraft only once its own sync covers what it sent (`network.rs`), so any quorum of two or
-//! more members counts the leader's copy only when it is on disk; and no member applies an entry
-//! before its sync covers it (`state_machine.rs`), which holds a leader that is the only voter,
-//! whose own report alone commits.
+//! copy must still be on disk before an entry commits, so gates take over what the early report
+//! gives up: the leader passes a follower's answer to openraft only once its own sync covers
+//! what it sent, so any quorum of two or more members counts the leader's copy only when it is
+//! on disk, and sends a commit index only once its sync covers it (`network.rs`); and no member
+//! applies an entry before its sync covers it (`state_machine.rs`), which holds a leader that is
+//! the only voter, whose own report alone commits.
 //!
 //! The vote is written synced: it must be on disk before this member answers a vote request.
 //! That sync also covers every entry written before it, which is how entries a leader reported
@@ -139,6 +139,20 @@ impl LogStore {
     pub(crate) fn synced(&self) -> SyncedLog {
         SyncedLog::new(self.synced.subscribe())
     }
+
+    fn family(&self, name: &str) -> &rocksdb::ColumnFamily {
+        family(&self.db, name)
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
+        self.tail.lock().expect("log tail poisoned")
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options)
+    }
 }
 
 /// Whether member `id`, having saved `vote`, appends `entries` as their leader. openraft saves
@@ -153,33 +167,17 @@ fn appends_as_leader(id: MemberId, vote: Option<Vote>, entries: &[Entry]) -> boo
     })
 }
 
-impl LogStore {
-    fn family(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column families are created at open")
-    }
-
-    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
-        self.tail.lock().expect("log tail poisoned")
-    }
-
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
-        let mut options = WriteOptions::default();
-        options.set_sync(sync);
-        self.db.write_opt(batch, &options)
-    }
+fn family<'db>(db: &'db DB, name: &str) -> &'db rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .expect("column families are created at open")
 }
 
 fn read_state<T: serde::de::DeserializeOwned>(
     db: &DB,
     name: &[u8],
 ) -> Result<Option<T>, StorageError> {
-    let family = db
-        .cf_handle(STATE)
-        .expect("column families are created at open");
     let bytes = db
-        .get_cf(family, name)
+        .get_cf(family(db, STATE), name)
         .map_err(|e| StorageIOError::read(&e))?;
     bytes
         .map(|bytes| codec::decode(&bytes).map_err(|e| StorageIOError::read(&e).into()))
@@ -188,10 +186,7 @@ fn read_state<T: serde::de::DeserializeOwned>(
 
 /// The id of the last entry in the log, if any.
 fn last_entry_id(db: &DB) -> Result<Option<LogId>, StorageError> {
-    let family = db
-        .cf_handle(LOG)
-        .expect("column families are created at open");
-    let mut last = db.iterator_cf(family, IteratorMode::End);
+    let mut last = db.iterator_cf(family(db, LOG), IteratorMode::End);
     match last.next() {
         None => Ok(None),
         Some(item) => {

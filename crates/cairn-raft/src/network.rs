@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
 use crate::synced::SyncedLog;
-use crate::types::{Member, MemberId, TypeConfig};
+use crate::types::{LogId, Member, MemberId, TypeConfig};
 
 /// Which of the peer service's calls a message is for.
 #[derive(Clone, Copy, Debug)]
@@ -193,6 +193,20 @@ impl PeerLink {
     }
 }
 
+/// The last entry of `request`, up to `acknowledged`, that this member's sync at `synced` covers.
+fn last_synced(
+    request: &AppendEntriesRequest<TypeConfig>,
+    acknowledged: Option<LogId>,
+    synced: Option<LogId>,
+) -> Option<LogId> {
+    request
+        .entries
+        .iter()
+        .rev()
+        .map(|entry| entry.log_id)
+        .find(|id| Some(*id) <= synced && Some(*id) <= acknowledged)
+}
+
 impl RaftNetwork<TypeConfig> for PeerLink {
     async fn append_entries(
         &mut self,
@@ -226,8 +240,9 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         };
         // A follower's acknowledgement may count towards a quorum only once this member's copy
         // of what it acknowledges is on disk too. openraft allows the whole call one heartbeat
-        // interval; should this member's sync take longer, it acknowledges only what its sync
-        // covers by then, and openraft sends the rest again.
+        // interval; should this member's sync take longer, it acknowledges only the last sent
+        // entry its sync covers by then, and openraft sends the rest again, or fails the call as
+        // a timeout when the sync covers none of them.
         let patience = option.soft_ttl().saturating_sub(started.elapsed());
         if let Ok(covered) =
             tokio::time::timeout(patience, self.synced.covering(acknowledged)).await
@@ -235,15 +250,8 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             covered.map_err(unsynced)?;
             return Ok(answer);
         }
-        let synced = self.synced.current();
-        let covered = request
-            .entries
-            .iter()
-            .rev()
-            .map(|entry| Some(entry.log_id))
-            .find(|id| *id <= synced && *id <= acknowledged);
-        match covered {
-            Some(covered) => Ok(AppendEntriesResponse::PartialSuccess(covered)),
+        match last_synced(&request, acknowledged, self.synced.current()) {
+            Some(covered) => Ok(AppendEntriesResponse::PartialSuccess(Some(covered))),
             None => Err(RPCError::Timeout(Timeout {
                 action: RPCTypes::AppendEntries,
                 id: request.vote.leader_id.node_id,

@@ -191,9 +191,9 @@ impl Proposer {
                     replies.by_ref().take(forwarded_count).collect(),
                     Err(ReplicaError::NoLeader),
                 );
-                return batch.commands[forwarded_count..]
-                    .iter()
-                    .cloned()
+                return Arc::unwrap_or_clone(batch.commands)
+                    .split_off(forwarded_count)
+                    .into_iter()
                     .zip(replies)
                     .map(|(command, reply)| Queued::new(command, reply))
                     .collect();
