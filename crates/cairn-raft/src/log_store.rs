@@ -42,6 +42,7 @@
 
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -78,6 +79,26 @@ pub struct LogStore {
     synced: Arc<watch::Sender<Option<LogId>>>,
     /// The newest entries, decoded, for replication to read.
     tail: Arc<Mutex<LogTail>>,
+    truncations: Truncations,
+}
+
+/// How many times the log has dropped entries from its end. openraft 0.9 answers a write
+/// `ForwardToLeader` both when it refuses it before appending and when it appended it and then
+/// dropped it on stepping down; only the second can come with a truncation, and the dropped
+/// entry may live on in another member's log and commit there.
+#[derive(Clone, Default)]
+pub(crate) struct Truncations(Arc<AtomicU64>);
+
+impl Truncations {
+    pub(crate) fn count(&self) -> u64 {
+        // Orders with the truncation it counts: the store counts before openraft tells the
+        // writers of dropped entries, and they read after hearing.
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn record(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// The flusher thread and the queue of the leader's appends waiting for it, each by its last
@@ -132,7 +153,13 @@ impl LogStore {
             vote: Arc::default(),
             synced,
             tail: Arc::default(),
+            truncations: Truncations::default(),
         })
+    }
+
+    /// How many times the log has been truncated, counted from this open.
+    pub(crate) fn truncations(&self) -> Truncations {
+        self.truncations.clone()
     }
 
     /// How far the log is on disk.
@@ -380,6 +407,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write(batch, false)
             .map_err(|e| StorageIOError::write_logs(&e))?;
         self.tail().truncate(log_id.index);
+        self.truncations.record();
         Ok(())
     }
 
@@ -461,6 +489,19 @@ mod tests {
         assert_eq!(store.read_vote().await.unwrap(), vote(4, 2));
         store.save_vote(&Vote::new(5, 1)).await.unwrap();
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(5, 1)));
+    }
+
+    #[tokio::test]
+    async fn each_truncation_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path(), 1).unwrap();
+        // openraft hands the store to its core; the proposer reads the count through a handle.
+        let truncations = store.truncations();
+        assert_eq!(truncations.count(), 0);
+        store.clone().truncate(entry(1, 1, 2).log_id).await.unwrap();
+        assert_eq!(truncations.count(), 1);
+        store.truncate(entry(1, 1, 1).log_id).await.unwrap();
+        assert_eq!(truncations.count(), 2);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::codec;
+use crate::log_store::Truncations;
 use crate::network::{CallError, PeerCall, Peers};
 use crate::replica::{LEADER_WAIT, ReplicaError, leader_url, pause_or_give_up};
 use crate::types::{Batch, Member, MemberId, Raft};
@@ -76,20 +77,29 @@ impl Queued {
 pub(crate) struct Proposer {
     raft: Raft,
     peers: Peers,
+    /// Tells a write refused before it reached the log from one dropped from it.
+    truncations: Truncations,
     /// How long a leader may go without hearing from a quorum before it stops acting as leader.
     pub(crate) quorum_contact_max: Duration,
 }
 
 enum ProposeError {
+    /// This member refused the batch before appending it: it may be proposed anywhere.
     NotLeader(ForwardToLeader<MemberId, Member>),
     Failed(ReplicaError),
 }
 
 impl Proposer {
-    pub(crate) fn new(raft: Raft, peers: Peers, quorum_contact_max: Duration) -> Proposer {
+    pub(crate) fn new(
+        raft: Raft,
+        peers: Peers,
+        truncations: Truncations,
+        quorum_contact_max: Duration,
+    ) -> Proposer {
         Proposer {
             raft,
             peers,
+            truncations,
             quorum_contact_max,
         }
     }
@@ -273,6 +283,7 @@ impl Proposer {
         deadline: Instant,
     ) -> Result<Vec<Outcome>, ProposeError> {
         let commands = batch.commands.len();
+        let truncations = self.truncations.count();
         batch.time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
@@ -290,6 +301,17 @@ impl Proposer {
             Ok(written) => {
                 assert_eq!(written.data.len(), commands, "one outcome per command");
                 Ok(written.data)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
+                if self.truncations.count() != truncations =>
+            {
+                // Perhaps appended and then dropped when this member stepped down; another
+                // member may hold the entry and commit it yet, so proposing it again could apply
+                // it twice.
+                Err(ProposeError::Failed(ReplicaError::Timeout(
+                    "leadership moved while the write was in the log; it may still be applied"
+                        .into(),
+                )))
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(leader))) => {
                 Err(ProposeError::NotLeader(leader))

@@ -211,6 +211,7 @@ impl Replica {
             peers: peers.clone(),
             synced: log_store.synced(),
         };
+        let truncations = log_store.truncations();
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -225,7 +226,12 @@ impl Replica {
                     .map_err(|e| StartError::Raft(e.to_string()))?;
             }
         }
-        let proposer = Proposer::new(raft.clone(), peers.clone(), settings.election_timeout);
+        let proposer = Proposer::new(
+            raft.clone(),
+            peers.clone(),
+            truncations,
+            settings.election_timeout,
+        );
         let queue = proposer.start_batching();
         Ok(Replica {
             id,
