@@ -15,6 +15,7 @@ mod log_store;
 mod log_tail;
 mod network;
 mod peer_service;
+mod peer_stream;
 mod proposer;
 mod replica;
 mod state_machine;

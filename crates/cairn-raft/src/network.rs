@@ -1,5 +1,6 @@
 //! The client side of the peer network: one reused HTTP/2 connection per peer, Raft messages
-//! encoded with postcard inside `cairn.v1.Peer` calls.
+//! encoded with postcard inside `cairn.v1.Peer` calls, and replication to each peer over one
+//! stream (`peer_stream`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,13 +21,13 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
+use crate::peer_stream::ReplicationStream;
 use crate::synced::SyncedLog;
 use crate::types::{LogId, Member, MemberId, TypeConfig};
 
 /// Which of the peer service's calls a message is for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum PeerCall {
-    AppendEntries,
     Vote,
     InstallSnapshot,
     Forward,
@@ -55,6 +56,22 @@ pub enum CallError {
     Garbled { url: String, reason: String },
 }
 
+impl CallError {
+    /// The error a failed call to `url` came to.
+    pub(crate) fn from_status(url: &str, status: &tonic::Status) -> CallError {
+        if connection_refused(status) {
+            CallError::Refused {
+                url: url.to_string(),
+            }
+        } else {
+            CallError::Unreachable {
+                url: url.to_string(),
+                reason: status.to_string(),
+            }
+        }
+    }
+}
+
 impl Peers {
     /// The shared connection to `url`, opened on first use.
     fn channel(&self, url: &str) -> Result<Channel, CallError> {
@@ -75,6 +92,14 @@ impl Peers {
         Ok(channel)
     }
 
+    /// A client of the peer at `url` on the shared connection, for messages of any size: a
+    /// snapshot chunk or a batch of entries is bounded by Raft's settings, not the client API's.
+    pub(crate) fn client(&self, url: &str) -> Result<PeerClient<Channel>, CallError> {
+        Ok(PeerClient::new(self.channel(url)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
     /// Sends `request` to the peer at `url` and decodes its answer.
     pub(crate) async fn call<Q: Serialize, A: DeserializeOwned>(
         &self,
@@ -83,9 +108,7 @@ impl Peers {
         request: &Q,
         timeout: Duration,
     ) -> Result<A, CallError> {
-        let mut client = PeerClient::new(self.channel(url)?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let mut client = self.client(url)?;
         let mut message = tonic::Request::new(PeerMessage {
             payload: codec::encode(request),
         });
@@ -96,7 +119,6 @@ impl Peers {
         };
         let sent = tokio::time::timeout(timeout, async {
             match call {
-                PeerCall::AppendEntries => client.append_entries(message).await,
                 PeerCall::Vote => client.vote(message).await,
                 PeerCall::InstallSnapshot => client.install_snapshot(message).await,
                 PeerCall::Forward => client.forward(message).await,
@@ -107,15 +129,7 @@ impl Peers {
         })
         .await
         .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
-        .map_err(|status| {
-            if connection_refused(&status) {
-                CallError::Refused {
-                    url: url.to_string(),
-                }
-            } else {
-                unreachable(status.to_string())
-            }
-        })?;
+        .map_err(|status| CallError::from_status(url, &status))?;
         codec::decode(&sent.into_inner().payload).map_err(|e| CallError::Garbled {
             url: url.to_string(),
             reason: e.to_string(),
@@ -160,6 +174,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             synced: self.synced.clone(),
             target,
             url: peer_url(member).unwrap_or_default().to_string(),
+            stream: None,
         }
     }
 }
@@ -170,6 +185,8 @@ pub struct PeerLink {
     synced: SyncedLog,
     target: MemberId,
     url: String,
+    /// The replication stream to the peer, opened on first use and dropped after any failure.
+    stream: Option<ReplicationStream>,
 }
 
 impl PeerLink {
@@ -183,13 +200,59 @@ impl PeerLink {
             .peers
             .call(&self.url, call, request, option.hard_ttl())
             .await
-            .map_err(|error| match error {
-                CallError::Unreachable { .. } | CallError::Refused { .. } => {
-                    RPCError::Unreachable(Unreachable::new(&error))
-                }
-                CallError::Garbled { .. } => RPCError::Network(NetworkError::new(&error)),
+            .map_err(rpc_error)?;
+        answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+    }
+
+    /// Sends `request` on the replication stream, opening it first if need be.
+    async fn replicate(
+        &mut self,
+        request: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, Member, RaftError<MemberId>>>
+    {
+        let message = PeerMessage {
+            payload: codec::encode(request),
+        };
+        let timeout = option.hard_ttl();
+        // The stream is out of `self` while a request is on it, and goes back only once its
+        // answer is read: a call that fails, or that openraft stops waiting for, drops it, so
+        // an answer still on its way can never be read as the next request's.
+        let exchanged = tokio::time::timeout(timeout, async {
+            let mut stream = match self.stream.take() {
+                Some(stream) => stream,
+                None => ReplicationStream::open(&self.peers, &self.url).await?,
+            };
+            let answer = stream.exchange(message).await?;
+            Ok((stream, answer))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(CallError::Unreachable {
+                url: self.url.clone(),
+                reason: format!("no answer within {timeout:?}"),
+            })
+        });
+        let (stream, answer) = exchanged.map_err(rpc_error)?;
+        self.stream = Some(stream);
+        let answer: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
+            codec::decode(&answer.payload).map_err(|e| {
+                rpc_error(CallError::Garbled {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                })
             })?;
         answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+    }
+}
+
+/// How openraft is told of a call that failed on the way.
+fn rpc_error<E: std::error::Error>(error: CallError) -> RPCError<MemberId, Member, E> {
+    match error {
+        CallError::Unreachable { .. } | CallError::Refused { .. } => {
+            RPCError::Unreachable(Unreachable::new(&error))
+        }
+        CallError::Garbled { .. } => RPCError::Network(NetworkError::new(&error)),
     }
 }
 
@@ -228,9 +291,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             .covering(request.leader_commit)
             .await
             .map_err(unsynced)?;
-        let answer = self
-            .send(PeerCall::AppendEntries, &request, &option)
-            .await?;
+        let answer = self.replicate(&request, &option).await?;
         let acknowledged = match answer {
             AppendEntriesResponse::Success => sent,
             AppendEntriesResponse::PartialSuccess(matching) => matching,
@@ -296,10 +357,11 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
     use tokio::sync::watch;
     use tonic::transport::server::TcpIncoming;
-    use tonic::{Request, Response, Status};
+    use tonic::{Request, Response, Status, Streaming};
 
     use super::{CallError, PeerCall, PeerLink, PeerNetwork, Peers};
     use crate::codec;
+    use crate::peer_stream::{Answers, answer_each};
     use crate::synced::SyncedLog;
     use crate::types::{Entry, LogId, Member, MemberId, TypeConfig, Vote};
 
@@ -338,21 +400,54 @@ mod tests {
         held.abort();
     }
 
-    /// A peer that accepts every AppendEntries at once, counting them, and serves nothing else.
-    #[derive(Clone, Default)]
+    /// A peer that accepts every AppendEntries at once, counting them and the streams they came
+    /// on, and serves nothing else. With `slow_first`, it answers the first request it receives
+    /// only after that long, and with a conflict.
+    #[derive(Clone)]
     struct AcceptingPeer {
         received: Arc<AtomicUsize>,
+        streams: Arc<AtomicUsize>,
+        stopped: Arc<watch::Sender<bool>>,
+        slow_first: Option<Duration>,
+    }
+
+    impl AcceptingPeer {
+        fn new(slow_first: Option<Duration>) -> AcceptingPeer {
+            AcceptingPeer {
+                received: Arc::default(),
+                streams: Arc::default(),
+                stopped: Arc::new(watch::channel(false).0),
+                slow_first,
+            }
+        }
     }
 
     #[tonic::async_trait]
     impl Peer for AcceptingPeer {
-        async fn append_entries(&self, _: Request<PeerMessage>) -> Reply {
-            self.received.fetch_add(1, Ordering::SeqCst);
-            let accepted: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
-                Ok(AppendEntriesResponse::Success);
-            Ok(Response::new(PeerMessage {
-                payload: codec::encode(&accepted),
-            }))
+        type ReplicateStream = Answers;
+
+        async fn replicate(&self, requests: Request<Streaming<PeerMessage>>) -> Streamed {
+            self.streams.fetch_add(1, Ordering::SeqCst);
+            let peer = self.clone();
+            let answers = answer_each(requests.into_inner(), self.stopped.subscribe(), move |_| {
+                let first = peer.received.fetch_add(1, Ordering::SeqCst) == 0;
+                let delay = peer.slow_first.filter(|_| first);
+                async move {
+                    let answer = match delay {
+                        Some(delay) => {
+                            tokio::time::sleep(delay).await;
+                            AppendEntriesResponse::Conflict
+                        }
+                        None => AppendEntriesResponse::Success,
+                    };
+                    let answer: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
+                        Ok(answer);
+                    Ok(PeerMessage {
+                        payload: codec::encode(&answer),
+                    })
+                }
+            });
+            Ok(Response::new(answers))
         }
         async fn vote(&self, _: Request<PeerMessage>) -> Reply {
             Err(Status::unimplemented("vote"))
@@ -375,13 +470,13 @@ mod tests {
     }
 
     type Reply = Result<Response<PeerMessage>, Status>;
+    type Streamed = Result<Response<Answers>, Status>;
 
-    /// A link to a peer that accepts everything, from a leader whose sync has reached nothing
-    /// yet; returns the link, the leader's sync, and what the peer received.
-    async fn link_to_accepting_peer() -> (PeerLink, watch::Sender<Option<LogId>>, AcceptingPeer) {
+    /// A link to `peer`, from a leader whose sync has reached nothing yet; returns the link and
+    /// the leader's sync.
+    async fn link_to(peer: AcceptingPeer) -> (PeerLink, watch::Sender<Option<LogId>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let peer = AcceptingPeer::default();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(PeerServer::new(peer.clone()))
@@ -396,7 +491,15 @@ mod tests {
             peer_urls: vec![url],
             ..Member::default()
         };
-        (network.new_client(2, &member).await, synced, peer)
+        (network.new_client(2, &member).await, synced)
+    }
+
+    /// A link to a peer that accepts everything at once, from a leader whose sync has reached
+    /// nothing yet; returns the link, the leader's sync, and the peer.
+    async fn link_to_accepting_peer() -> (PeerLink, watch::Sender<Option<LogId>>, AcceptingPeer) {
+        let peer = AcceptingPeer::new(None);
+        let (link, synced) = link_to(peer.clone()).await;
+        (link, synced, peer)
     }
 
     fn append_request(
@@ -507,5 +610,57 @@ mod tests {
             answer.is_err(),
             "acknowledged entries not on the leader's disk: {answer:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn requests_share_one_stream_until_the_peer_ends_it() {
+        let (mut link, synced, peer) = link_to_accepting_peer().await;
+        synced.send_replace(Some(LogId::new(CommittedLeaderId::new(1, 1), 9)));
+        let option = || RPCOption::new(Duration::from_secs(5));
+        for index in 1..=3 {
+            let request = append_request(entries(index..=index), None);
+            let answer = link.append_entries(request, option()).await.unwrap();
+            assert_eq!(answer, AppendEntriesResponse::Success);
+        }
+        assert_eq!(peer.received.load(Ordering::SeqCst), 3);
+        assert_eq!(peer.streams.load(Ordering::SeqCst), 1);
+
+        // A stopping server ends its streams; the call on the ended stream fails rather than
+        // waiting, and the next one opens a new stream.
+        peer.stopped.send_replace(true);
+        let ended = link
+            .append_entries(append_request(entries(4..=4), None), option())
+            .await;
+        assert!(ended.is_err(), "answered on an ended stream: {ended:?}");
+        peer.stopped.send_replace(false);
+        let answer = link
+            .append_entries(append_request(entries(4..=4), None), option())
+            .await
+            .unwrap();
+        assert_eq!(answer, AppendEntriesResponse::Success);
+        assert_eq!(peer.streams.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_is_never_taken_for_the_next_requests() {
+        let (mut link, synced) =
+            link_to(AcceptingPeer::new(Some(Duration::from_millis(500)))).await;
+        synced.send_replace(Some(LogId::new(CommittedLeaderId::new(1, 1), 9)));
+        let first = link
+            .append_entries(
+                append_request(entries(1..=1), None),
+                RPCOption::new(Duration::from_millis(100)),
+            )
+            .await;
+        assert!(first.is_err(), "answered in time after all: {first:?}");
+        // The first request's answer, a conflict, arrives while the second one waits.
+        let second = link
+            .append_entries(
+                append_request(entries(1..=1), None),
+                RPCOption::new(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(second, AppendEntriesResponse::Success);
     }
 }

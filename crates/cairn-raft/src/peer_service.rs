@@ -4,46 +4,73 @@ use cairn_proto::cairn_v1::PeerMessage;
 use cairn_proto::cairn_v1::peer_server::{Peer, PeerServer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
+use crate::peer_stream::{Answers, answer_each};
 use crate::replica::{MembershipChange, ReadIndexError, Replica, ReplicaError};
 use crate::types::{Batch, TypeConfig};
 
 /// Serves Raft's messages and what followers pass to the leader.
 pub struct PeerService {
     replica: Replica,
+    /// Turns true when the server stops, which ends the replication streams it serves.
+    stopped: watch::Receiver<bool>,
 }
 
 impl PeerService {
-    /// The service, ready to add to a tonic server; it accepts messages of any size, since a
-    /// snapshot chunk or a batch of entries is bounded by Raft's settings, not by the client API.
-    pub fn server(replica: Replica) -> PeerServer<PeerService> {
-        PeerServer::new(PeerService { replica })
+    /// The service, ready to add to a tonic server that stops once `stopped` turns true; it
+    /// accepts messages of any size, since a snapshot chunk or a batch of entries is bounded by
+    /// Raft's settings, not by the client API.
+    pub fn server(replica: Replica, stopped: watch::Receiver<bool>) -> PeerServer<PeerService> {
+        PeerServer::new(PeerService { replica, stopped })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
     }
 }
 
 fn decode<T: DeserializeOwned>(request: Request<PeerMessage>) -> Result<T, Status> {
-    codec::decode(&request.into_inner().payload)
+    decode_message(&request.into_inner())
+}
+
+fn decode_message<T: DeserializeOwned>(message: &PeerMessage) -> Result<T, Status> {
+    codec::decode(&message.payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
 }
 
 fn reply<T: Serialize>(answer: &T) -> Result<Response<PeerMessage>, Status> {
-    Ok(Response::new(PeerMessage {
+    Ok(Response::new(encode_message(answer)))
+}
+
+fn encode_message<T: Serialize>(answer: &T) -> PeerMessage {
+    PeerMessage {
         payload: codec::encode(answer),
-    }))
+    }
 }
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(
+    type ReplicateStream = Answers;
+
+    async fn replicate(
         &self,
-        request: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
-        let request: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(request)?;
-        reply(&self.replica.raft().append_entries(request).await)
+        requests: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<Answers>, Status> {
+        let raft = self.replica.raft().clone();
+        let answers = answer_each(
+            requests.into_inner(),
+            self.stopped.clone(),
+            move |message| {
+                let raft = raft.clone();
+                async move {
+                    let request: openraft::raft::AppendEntriesRequest<TypeConfig> =
+                        decode_message(&message)?;
+                    Ok(encode_message(&raft.append_entries(request).await))
+                }
+            },
+        );
+        Ok(Response::new(answers))
     }
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {

@@ -103,7 +103,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     let mut servers = tokio::task::JoinSet::new();
     for address in peer_addresses {
         let router = tonic::transport::Server::builder()
-            .add_service(PeerService::server(replica.clone()))
+            .add_service(PeerService::server(replica.clone(), stopped.clone()))
             .add_service(LessorPeerService::server(lessor.clone()));
         let listener = bind(address).await?;
         // Peers are Cairn members, whose headers need no repair.
