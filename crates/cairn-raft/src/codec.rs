@@ -17,6 +17,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(bytes)
 }
 
+/// Decodes a `T` from the start of `bytes`, and returns it with the bytes after it.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), postcard::Error> {
+    postcard::take_from_bytes(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

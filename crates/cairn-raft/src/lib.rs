@@ -14,6 +14,7 @@ mod codec;
 mod log_store;
 mod log_tail;
 mod network;
+mod peer_calls;
 mod peer_service;
 mod peer_stream;
 mod proposer;

@@ -1,6 +1,6 @@
-//! The client side of the peer network: one reused HTTP/2 connection per peer, Raft messages
-//! encoded with postcard inside `cairn.v1.Peer` calls, and replication to each peer over one
-//! stream (`peer_stream`).
+//! The client side of the peer network: one reused HTTP/2 connection per peer, carrying Raft's
+//! messages encoded with postcard on two long-lived streams: replication (`peer_stream`) and
+//! every other call (`peer_calls`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,17 +16,18 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
+use crate::peer_calls::CallStream;
 use crate::peer_stream::ReplicationStream;
 use crate::synced::SyncedLog;
 use crate::types::{LogId, Member, MemberId, TypeConfig};
 
-/// Which of the peer service's calls a message is for.
-#[derive(Clone, Copy, Debug)]
+/// What a call to a peer asks of it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub(crate) enum PeerCall {
     Vote,
     InstallSnapshot,
@@ -36,11 +37,17 @@ pub(crate) enum PeerCall {
     Elect,
 }
 
-/// Connections to peers by URL, shared by every sender on this member.
+/// Connections to peers, and the streams of calls on them, by URL, shared by every sender on
+/// this member.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    calls: Arc<Mutex<HashMap<String, CallStreamSlot>>>,
 }
+
+/// The stream of calls to one peer, if open. Whoever finds it missing opens it while holding
+/// the slot, so calls that start together share one stream.
+type CallStreamSlot = Arc<tokio::sync::Mutex<Option<Arc<CallStream>>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -108,32 +115,38 @@ impl Peers {
         request: &Q,
         timeout: Duration,
     ) -> Result<A, CallError> {
-        let mut client = self.client(url)?;
-        let mut message = tonic::Request::new(PeerMessage {
-            payload: codec::encode(request),
-        });
-        message.set_timeout(timeout);
-        let unreachable = |reason: String| CallError::Unreachable {
-            url: url.to_string(),
-            reason,
-        };
-        let sent = tokio::time::timeout(timeout, async {
-            match call {
-                PeerCall::Vote => client.vote(message).await,
-                PeerCall::InstallSnapshot => client.install_snapshot(message).await,
-                PeerCall::Forward => client.forward(message).await,
-                PeerCall::ReadIndex => client.read_index(message).await,
-                PeerCall::ChangeMembers => client.change_members(message).await,
-                PeerCall::Elect => client.elect(message).await,
-            }
+        let payload = codec::encode(&(call, request));
+        let answer = tokio::time::timeout(timeout, async {
+            self.call_stream(url).await?.call(payload).await
         })
         .await
-        .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
-        .map_err(|status| CallError::from_status(url, &status))?;
-        codec::decode(&sent.into_inner().payload).map_err(|e| CallError::Garbled {
+        .map_err(|_| CallError::Unreachable {
+            url: url.to_string(),
+            reason: format!("no answer within {timeout:?}"),
+        })??;
+        codec::decode(&answer).map_err(|e| CallError::Garbled {
             url: url.to_string(),
             reason: e.to_string(),
         })
+    }
+
+    /// The open stream of calls to `url`, opened anew if there is none.
+    async fn call_stream(&self, url: &str) -> Result<Arc<CallStream>, CallError> {
+        let slot = self
+            .calls
+            .lock()
+            .expect("peer call streams poisoned")
+            .entry(url.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        match &*slot {
+            Some(stream) if stream.is_open() => Ok(stream.clone()),
+            _ => {
+                let stream = Arc::new(CallStream::open(self, url).await?);
+                Ok(slot.insert(stream).clone())
+            }
+        }
     }
 }
 
@@ -349,8 +362,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use cairn_proto::cairn_v1::PeerMessage;
     use cairn_proto::cairn_v1::peer_server::{Peer, PeerServer};
+    use cairn_proto::cairn_v1::{PeerCallMessage, PeerMessage};
     use openraft::error::RaftError;
     use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
     use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
@@ -361,6 +374,7 @@ mod tests {
 
     use super::{CallError, PeerCall, PeerLink, PeerNetwork, Peers};
     use crate::codec;
+    use crate::peer_calls::{CallAnswers, answer_calls};
     use crate::peer_stream::{Answers, answer_each};
     use crate::synced::SyncedLog;
     use crate::types::{Entry, LogId, Member, MemberId, TypeConfig, Vote};
@@ -401,12 +415,14 @@ mod tests {
     }
 
     /// A peer that accepts every AppendEntries at once, counting them and the streams they came
-    /// on, and serves nothing else. With `slow_first`, it answers the first request it receives
-    /// only after that long, and with a conflict.
+    /// on; with `slow_first`, it answers the first request it receives only after that long, and
+    /// with a conflict. It answers every other call, whatever the call, with the number of
+    /// milliseconds the call names, after waiting that long.
     #[derive(Clone)]
     struct AcceptingPeer {
         received: Arc<AtomicUsize>,
         streams: Arc<AtomicUsize>,
+        call_streams: Arc<AtomicUsize>,
         stopped: Arc<watch::Sender<bool>>,
         slow_first: Option<Duration>,
     }
@@ -416,6 +432,7 @@ mod tests {
             AcceptingPeer {
                 received: Arc::default(),
                 streams: Arc::default(),
+                call_streams: Arc::default(),
                 stopped: Arc::new(watch::channel(false).0),
                 slow_first,
             }
@@ -425,6 +442,7 @@ mod tests {
     #[tonic::async_trait]
     impl Peer for AcceptingPeer {
         type ReplicateStream = Answers;
+        type CallsStream = CallAnswers;
 
         async fn replicate(&self, requests: Request<Streaming<PeerMessage>>) -> Streamed {
             self.streams.fetch_add(1, Ordering::SeqCst);
@@ -449,39 +467,42 @@ mod tests {
             });
             Ok(Response::new(answers))
         }
-        async fn vote(&self, _: Request<PeerMessage>) -> Reply {
-            Err(Status::unimplemented("vote"))
-        }
-        async fn install_snapshot(&self, _: Request<PeerMessage>) -> Reply {
-            Err(Status::unimplemented("install_snapshot"))
-        }
-        async fn forward(&self, _: Request<PeerMessage>) -> Reply {
-            Err(Status::unimplemented("forward"))
-        }
-        async fn read_index(&self, _: Request<PeerMessage>) -> Reply {
-            Err(Status::unimplemented("read_index"))
-        }
-        async fn change_members(&self, _: Request<PeerMessage>) -> Reply {
-            Err(Status::unimplemented("change_members"))
-        }
-        async fn elect(&self, _: Request<PeerMessage>) -> Reply {
-            Err(Status::unimplemented("elect"))
+
+        async fn calls(&self, calls: Request<Streaming<PeerCallMessage>>) -> CallsStreamed {
+            self.call_streams.fetch_add(1, Ordering::SeqCst);
+            let answers = answer_calls(
+                calls.into_inner(),
+                self.stopped.subscribe(),
+                |payload| async move {
+                    let (_, request) = codec::decode_prefix::<PeerCall>(&payload).unwrap();
+                    let millis: u64 = codec::decode(request).unwrap();
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                    Ok(codec::encode(&millis))
+                },
+            );
+            Ok(Response::new(answers))
         }
     }
 
-    type Reply = Result<Response<PeerMessage>, Status>;
     type Streamed = Result<Response<Answers>, Status>;
+    type CallsStreamed = Result<Response<CallAnswers>, Status>;
 
-    /// A link to `peer`, from a leader whose sync has reached nothing yet; returns the link and
-    /// the leader's sync.
-    async fn link_to(peer: AcceptingPeer) -> (PeerLink, watch::Sender<Option<LogId>>) {
+    /// Serves `peer` on a port of its own; returns its URL.
+    async fn serve(peer: AcceptingPeer) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(PeerServer::new(peer.clone()))
+                .add_service(PeerServer::new(peer))
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
+        url
+    }
+
+    /// A link to `peer`, from a leader whose sync has reached nothing yet; returns the link and
+    /// the leader's sync.
+    async fn link_to(peer: AcceptingPeer) -> (PeerLink, watch::Sender<Option<LogId>>) {
+        let url = serve(peer).await;
         let (synced, synced_receiver) = watch::channel(None);
         let mut network = PeerNetwork {
             peers: Peers::default(),
@@ -662,5 +683,67 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(second, AppendEntriesResponse::Success);
+    }
+
+    /// Calls `peer` at `url`, asking it to wait `millis` before it answers.
+    async fn call_waiting(
+        peers: &Peers,
+        url: &str,
+        millis: u64,
+        timeout: Duration,
+    ) -> Result<u64, CallError> {
+        peers.call(url, PeerCall::ReadIndex, &millis, timeout).await
+    }
+
+    #[tokio::test]
+    async fn calls_at_once_share_one_stream_and_each_gets_its_own_answer() {
+        let peer = AcceptingPeer::new(None);
+        let url = serve(peer.clone()).await;
+        let peers = Peers::default();
+        let timeout = Duration::from_secs(5);
+        // Answered in the order 100, 200, 300.
+        let (a, b, c) = tokio::join!(
+            call_waiting(&peers, &url, 300, timeout),
+            call_waiting(&peers, &url, 100, timeout),
+            call_waiting(&peers, &url, 200, timeout),
+        );
+        assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (300, 100, 200));
+        assert_eq!(peer.call_streams.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_its_caller_gave_up_on_goes_to_no_one_else() {
+        let peer = AcceptingPeer::new(None);
+        let url = serve(peer.clone()).await;
+        let peers = Peers::default();
+        let gave_up = call_waiting(&peers, &url, 400, Duration::from_millis(100)).await;
+        assert!(
+            matches!(gave_up, Err(CallError::Unreachable { .. })),
+            "{gave_up:?}"
+        );
+        // The late answer, 400, arrives while this call waits for its own.
+        let next = call_waiting(&peers, &url, 600, Duration::from_secs(5)).await;
+        assert_eq!(next.unwrap(), 600);
+        assert_eq!(peer.call_streams.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stopping_peer_answers_the_calls_it_took_and_the_next_call_opens_a_new_stream() {
+        let peer = AcceptingPeer::new(None);
+        let url = serve(peer.clone()).await;
+        let peers = Peers::default();
+        let timeout = Duration::from_secs(5);
+        let taken = {
+            let (peers, url) = (peers.clone(), url.clone());
+            tokio::spawn(async move { call_waiting(&peers, &url, 300, timeout).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peer.stopped.send_replace(true);
+        assert_eq!(taken.await.unwrap().unwrap(), 300);
+        // The stream has ended; once the peer serves again, a call opens another.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peer.stopped.send_replace(false);
+        assert_eq!(call_waiting(&peers, &url, 0, timeout).await.unwrap(), 0);
+        assert_eq!(peer.call_streams.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,13 +1,14 @@
 //! The server side of the peer network: `cairn.v1.Peer`, answering other members of the cluster.
 
-use cairn_proto::cairn_v1::PeerMessage;
 use cairn_proto::cairn_v1::peer_server::{Peer, PeerServer};
-use serde::Serialize;
+use cairn_proto::cairn_v1::{PeerCallMessage, PeerMessage};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
+use crate::network::PeerCall;
+use crate::peer_calls::{CallAnswers, answer_calls};
 use crate::peer_stream::{Answers, answer_each};
 use crate::replica::{MembershipChange, ReadIndexError, Replica, ReplicaError};
 use crate::types::{Batch, TypeConfig};
@@ -15,7 +16,7 @@ use crate::types::{Batch, TypeConfig};
 /// Serves Raft's messages and what followers pass to the leader.
 pub struct PeerService {
     replica: Replica,
-    /// Turns true when the server stops, which ends the replication streams it serves.
+    /// Turns true when the server stops, which ends the streams it serves.
     stopped: watch::Receiver<bool>,
 }
 
@@ -30,28 +31,53 @@ impl PeerService {
     }
 }
 
-fn decode<T: DeserializeOwned>(request: Request<PeerMessage>) -> Result<T, Status> {
-    decode_message(&request.into_inner())
-}
-
-fn decode_message<T: DeserializeOwned>(message: &PeerMessage) -> Result<T, Status> {
-    codec::decode(&message.payload)
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+    codec::decode(bytes)
         .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
 }
 
-fn reply<T: Serialize>(answer: &T) -> Result<Response<PeerMessage>, Status> {
-    Ok(Response::new(encode_message(answer)))
-}
-
-fn encode_message<T: Serialize>(answer: &T) -> PeerMessage {
-    PeerMessage {
-        payload: codec::encode(answer),
-    }
+/// Answers one call from a peer: which call, then its argument.
+async fn answer(replica: Replica, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let (call, request) = codec::decode_prefix::<PeerCall>(&payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable peer call: {e}")))?;
+    let raft = replica.raft();
+    Ok(match call {
+        PeerCall::Vote => {
+            let request: openraft::raft::VoteRequest<u64> = decode(request)?;
+            codec::encode(&raft.vote(request).await)
+        }
+        PeerCall::InstallSnapshot => {
+            let request: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request)?;
+            codec::encode(&raft.install_snapshot(request).await)
+        }
+        PeerCall::Forward => {
+            let batch: Batch = decode(request)?;
+            codec::encode(&replica.leader_write(batch).await)
+        }
+        PeerCall::ReadIndex => {
+            let () = decode(request)?;
+            let answer = match replica.leader_read_index().await {
+                Ok(index) => Ok(index),
+                Err(ReadIndexError::NotLeader(_)) => Err(ReplicaError::NoLeader),
+                Err(ReadIndexError::Failed(error)) => Err(error),
+            };
+            codec::encode(&answer)
+        }
+        PeerCall::ChangeMembers => {
+            let change: MembershipChange = decode(request)?;
+            codec::encode(&replica.leader_change(&change).await)
+        }
+        PeerCall::Elect => {
+            let () = decode(request)?;
+            codec::encode(&replica.stand_for_election().await)
+        }
+    })
 }
 
 #[tonic::async_trait]
 impl Peer for PeerService {
     type ReplicateStream = Answers;
+    type CallsStream = CallAnswers;
 
     async fn replicate(
         &self,
@@ -65,58 +91,24 @@ impl Peer for PeerService {
                 let raft = raft.clone();
                 async move {
                     let request: openraft::raft::AppendEntriesRequest<TypeConfig> =
-                        decode_message(&message)?;
-                    Ok(encode_message(&raft.append_entries(request).await))
+                        decode(&message.payload)?;
+                    Ok(PeerMessage {
+                        payload: codec::encode(&raft.append_entries(request).await),
+                    })
                 }
             },
         );
         Ok(Response::new(answers))
     }
 
-    async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let request: openraft::raft::VoteRequest<u64> = decode(request)?;
-        reply(&self.replica.raft().vote(request).await)
-    }
-
-    async fn install_snapshot(
+    async fn calls(
         &self,
-        request: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
-        let request: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request)?;
-        reply(&self.replica.raft().install_snapshot(request).await)
-    }
-
-    async fn forward(
-        &self,
-        request: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
-        let batch: Batch = decode(request)?;
-        reply(&self.replica.leader_write(batch).await)
-    }
-
-    async fn read_index(
-        &self,
-        request: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
-        let () = decode(request)?;
-        let answer = match self.replica.leader_read_index().await {
-            Ok(index) => Ok(index),
-            Err(ReadIndexError::NotLeader(_)) => Err(ReplicaError::NoLeader),
-            Err(ReadIndexError::Failed(error)) => Err(error),
-        };
-        reply(&answer)
-    }
-
-    async fn change_members(
-        &self,
-        request: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
-        let change: MembershipChange = decode(request)?;
-        reply(&self.replica.leader_change(&change).await)
-    }
-
-    async fn elect(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let () = decode(request)?;
-        reply(&self.replica.stand_for_election().await)
+        calls: Request<Streaming<PeerCallMessage>>,
+    ) -> Result<Response<CallAnswers>, Status> {
+        let replica = self.replica.clone();
+        let answers = answer_calls(calls.into_inner(), self.stopped.clone(), move |payload| {
+            answer(replica.clone(), payload)
+        });
+        Ok(Response::new(answers))
     }
 }
