@@ -90,6 +90,55 @@ async fn lock_and_unlock_pass_the_lock_in_order_and_fence_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_whose_predecessor_leaves_the_line_still_waits_for_the_holder() {
+    let cluster = Cluster::start(3, &[]).await.unwrap();
+    let mut holder = client(&cluster, 0).await;
+    let mut leaving = client(&cluster, 1).await;
+    let mut last = client(&cluster, 2).await;
+    let holder_lease = holder.lease_grant(30, None).await.unwrap().id();
+    let leaving_lease = leaving.lease_grant(30, None).await.unwrap().id();
+    let last_lease = last.lease_grant(30, None).await.unwrap().id();
+    let held = holder
+        .lock("jobs", Some(LockOptions::new().with_lease(holder_lease)))
+        .await
+        .unwrap();
+
+    let lock_in_turn = |mut client: Client, lease: i64| {
+        tokio::spawn(async move {
+            let response = client
+                .lock("jobs", Some(LockOptions::new().with_lease(lease)))
+                .await;
+            response.map(|locked| locked.key().to_vec())
+        })
+    };
+    let leaving_turn = lock_in_turn(leaving.clone(), leaving_lease);
+    tokio::time::sleep(STAYS_BLOCKED).await;
+    let mut last_turn = lock_in_turn(last, last_lease);
+    tokio::time::sleep(STAYS_BLOCKED).await;
+
+    // The waiter just ahead of the last leaves the line; the holder still holds the lock.
+    leaving.lease_revoke(leaving_lease).await.unwrap();
+    assert!(
+        leaving_turn.await.unwrap().is_err(),
+        "a revoked waiter got the lock"
+    );
+    assert!(
+        tokio::time::timeout(STAYS_BLOCKED, &mut last_turn)
+            .await
+            .is_err(),
+        "the last waiter took the lock from its holder"
+    );
+
+    holder.unlock(held.key().to_vec()).await.unwrap();
+    let key = tokio::time::timeout(Duration::from_secs(10), last_turn)
+        .await
+        .expect("the last waiter got the lock once the holder let go")
+        .unwrap()
+        .unwrap();
+    assert_eq!(key, format!("jobs/{last_lease:x}").into_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn campaign_proclaim_leader_observe_and_resign_keep_one_leader_at_a_time() {
     let cluster = Cluster::start(3, &[]).await.unwrap();
     let mut alice = client(&cluster, 0).await;

@@ -6,7 +6,7 @@
 
 use cairn_bundled::ELECTION;
 use cairn_kernel::plugin::prefix_range;
-use cairn_kernel::{KeyValue, Revision};
+use cairn_kernel::{Event, KeyValue, Revision};
 use cairn_proto::v3electionpb as pb;
 use cairn_proto::v3electionpb::election_server::{Election, ElectionServer};
 use serde::{Deserialize, Serialize};
@@ -213,7 +213,8 @@ async fn observe(
     let range = prefix_range(&prefix);
     let mut sent: Option<(Vec<u8>, Revision)> = None;
     loop {
-        let change = waiting_line::wait_until(&node, 0, &range, |kernel| {
+        let in_line = |event: &Event| range.contains(&event.kv.key);
+        let change = waiting_line::wait_until(&node, 0, in_line, |kernel| {
             let leader: Option<KeyValue> = waiting_line::read(kernel, &prefix)?.into_iter().next();
             Ok(leader
                 .filter(|kv| sent.as_ref() != Some(&(kv.key.clone(), kv.mod_revision)))

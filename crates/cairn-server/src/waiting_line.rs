@@ -6,10 +6,13 @@
 //! heads it at R on every member. A server therefore waits for a client's turn by watching its
 //! own apply path, without asking the leader.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use cairn_kernel::plugin::prefix_range;
-use cairn_kernel::{Kernel, KeyRange, KeyValue, RangeRequest, Revision, SortOrder, SortTarget};
+use cairn_kernel::{
+    Event, EventKind, Kernel, KeyValue, RangeRequest, Revision, SortOrder, SortTarget,
+};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::Status;
 
@@ -50,15 +53,26 @@ pub async fn wait_for_turn(
     known: Revision,
     gone: &str,
 ) -> Result<Revision, Status> {
-    let line = prefix_range(prefix);
-    wait_until(node, known, &line, |kernel| {
+    // Only two changes can end the wait: the deletion of the key just ahead in line, or of this
+    // key. Keys that join later line up behind it, and a deletion further ahead leaves the key
+    // just ahead in place, so the waiters of a busy line do not all read it after every change.
+    let ahead: Mutex<Option<Vec<u8>>> = Mutex::default();
+    let ahead_key = || ahead.lock().expect("key ahead poisoned");
+    let moves_up = |event: &Event| {
+        event.kind == EventKind::Delete
+            && (event.kv.key == key || ahead_key().as_deref() == Some(event.kv.key.as_slice()))
+    };
+    wait_until(node, known, moves_up, |kernel| {
         let keys = read(kernel, prefix)?;
         match keys
             .iter()
             .position(|kv| kv.key == key && kv.create_revision == token)
         {
             Some(0) => Ok(Some(kernel.revision())),
-            Some(_) => Ok(None),
+            Some(position) => {
+                *ahead_key() = Some(keys[position - 1].key.clone());
+                Ok(None)
+            }
             None => Err(Status::failed_precondition(gone)),
         }
     })
@@ -66,11 +80,11 @@ pub async fn wait_for_turn(
 }
 
 /// Calls `check` on this member's kernel once it has applied revision `known`, and again after
-/// every apply that touches `range`, until it gives an answer.
+/// every apply with an event that `matters`, until it gives an answer.
 pub async fn wait_until<T>(
     node: &SharedNode,
     known: Revision,
-    range: &KeyRange,
+    matters: impl Fn(&Event) -> bool,
     mut check: impl FnMut(&Kernel) -> Result<Option<T>, Status>,
 ) -> Result<T, Status> {
     // Subscribed before each look at the kernel, so that no apply after it goes unannounced.
@@ -88,10 +102,7 @@ pub async fn wait_until<T>(
             match tokio::time::timeout(RECHECK, applied.recv()).await {
                 Ok(Ok(events)) => {
                     let relevant = if caught_up {
-                        events
-                            .events
-                            .iter()
-                            .any(|event| range.contains(&event.kv.key))
+                        events.events.iter().any(&matters)
                     } else {
                         events.revision >= known
                     };
