@@ -248,6 +248,25 @@ async fn assert_all_present(cluster: &Cluster, i: usize, acknowledged: &[Ack]) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_follower_serves_its_own_writes_to_serializable_reads_at_once() {
+    let cluster = Cluster::start(3, &[]).await.unwrap();
+    let leader = cluster.leader().await.unwrap();
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let mut kv = kv(&cluster, follower).await;
+    // As in etcd, a write a member acknowledges is applied there before the answer, so a read
+    // of that member's own state that follows it sees it.
+    for i in 0..300 {
+        let value = i.to_string();
+        let revision = put(&mut kv, "read-your-writes", &value).await.unwrap();
+        assert_eq!(
+            get(&mut kv, "read-your-writes", true).await,
+            Some((value, revision)),
+            "write {i} was acknowledged before the member that took it applied it"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start(3, &[]).await.unwrap();
     let load = Load::start(&cluster, 8);

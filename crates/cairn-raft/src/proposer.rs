@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use cairn_kernel::{Command, CommandResponse, KvError};
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::codec;
 use crate::log_store::Truncations;
 use crate::network::{CallError, PeerCall, Peers};
-use crate::replica::{LEADER_WAIT, ReplicaError, leader_url, pause_or_give_up};
+use crate::replica::{LEADER_WAIT, ReplicaError, leader_url, pause_or_give_up, wait_applied};
 use crate::types::{Batch, Member, MemberId, Raft};
 
 /// Most commands in one log entry.
@@ -40,6 +41,14 @@ pub type Outcome = Result<CommandResponse, KvError>;
 
 /// What one write comes to: its outcome once applied, or why it was not.
 pub(crate) type Answer = Result<Outcome, ReplicaError>;
+
+/// The leader's answers to a batch a follower forwarded, and how far the leader had applied its
+/// log when it gave them: at least through every write it applied.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Forwarded {
+    pub(crate) answers: Vec<Answer>,
+    pub(crate) applied: u64,
+}
 
 /// A write waiting for its batch.
 pub(crate) struct Queued {
@@ -242,7 +251,7 @@ impl Proposer {
                 if let Some(url) = leader_url(&leader) {
                     let forwarded = self
                         .peers
-                        .call::<_, Result<Vec<Answer>, ReplicaError>>(
+                        .call::<_, Result<Forwarded, ReplicaError>>(
                             url,
                             PeerCall::Forward,
                             &batch,
@@ -252,9 +261,15 @@ impl Proposer {
                         )
                         .await;
                     match forwarded {
+                        // As in etcd, a write is answered only once the member that took it has
+                        // applied it, so that member's own reads after the answer see it.
+                        Ok(Ok(forwarded)) => {
+                            wait_applied(&self.raft, forwarded.applied, deadline).await?;
+                            return Ok(forwarded.answers);
+                        }
                         // That member no longer leads, so it did not apply the batch: try again.
                         Ok(Err(ReplicaError::NoLeader)) => {}
-                        Ok(answer) => return answer,
+                        Ok(Err(error)) => return Err(error),
                         // The leader this member knows of is down and never saw the batch:
                         // wait to learn of its successor.
                         Err(CallError::Refused { .. }) => {}

@@ -16,7 +16,7 @@ use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
 
 use crate::log_store::LogStore;
 use crate::network::{CallError, PeerCall, PeerNetwork, Peers, peer_url};
-use crate::proposer::{Answer, Outcome, Proposer, Queued};
+use crate::proposer::{Forwarded, Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
 use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
 
@@ -329,7 +329,9 @@ impl Replica {
     /// entries commit shares the next entry (one append, one fsync, one replication round)
     /// instead of each follower's batch taking an entry of its own. A write answered
     /// [`ReplicaError::NoLeader`] was not applied: this member stopped leading before proposing it.
-    pub(crate) async fn leader_write(&self, batch: Batch) -> Result<Vec<Answer>, ReplicaError> {
+    /// With the answers goes how far this member has applied its log, which the follower applies
+    /// through before it answers its clients.
+    pub(crate) async fn leader_write(&self, batch: Batch) -> Result<Forwarded, ReplicaError> {
         if !self.proposer.leads() {
             // Nothing was queued, so the follower may send the whole batch elsewhere.
             return Err(ReplicaError::NoLeader);
@@ -347,7 +349,16 @@ impl Replica {
         for answer in answers {
             answered.push(answer.await.unwrap_or(Err(ReplicaError::Stopped)));
         }
-        Ok(answered)
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |id| id.index);
+        Ok(Forwarded {
+            answers: answered,
+            applied,
+        })
     }
 
     /// Returns once this member has applied everything committed before the call: a read of the
@@ -355,7 +366,7 @@ impl Replica {
     pub async fn read_barrier(&self) -> Result<(), ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT;
         let index = self.read_index().await?;
-        self.wait_applied(index, deadline).await
+        wait_applied(&self.raft, index, deadline).await
     }
 
     /// The read index of a ReadIndex round that starts after this call. Reads that arrive while
@@ -438,15 +449,6 @@ impl Replica {
             ),
             Err(RaftError::Fatal(_)) => Err(ReadIndexError::Failed(ReplicaError::Stopped)),
         }
-    }
-
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ReplicaError> {
-        self.raft
-            .wait(Some(deadline.saturating_duration_since(Instant::now())))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map(|_| ())
-            .map_err(|error| ReplicaError::Timeout(error.to_string()))
     }
 
     /// As leader, hands leadership to voter `target` (etcd's MoveLeader).
@@ -775,6 +777,19 @@ fn members_of(membership: &openraft::Membership<MemberId, Member>) -> Vec<Member
 
 pub(crate) fn leader_url(leader: &ForwardToLeader<MemberId, Member>) -> Option<&str> {
     leader.leader_node.as_ref().and_then(peer_url)
+}
+
+/// Waits until this member has applied its log through `index`, or fails at `deadline`.
+pub(crate) async fn wait_applied(
+    raft: &Raft,
+    index: u64,
+    deadline: Instant,
+) -> Result<(), ReplicaError> {
+    raft.wait(Some(deadline.saturating_duration_since(Instant::now())))
+        .applied_index_at_least(Some(index), "applying what was read or written")
+        .await
+        .map(|_| ())
+        .map_err(|error| ReplicaError::Timeout(error.to_string()))
 }
 
 pub(crate) async fn pause_or_give_up(deadline: Instant) -> Result<(), ReplicaError> {
