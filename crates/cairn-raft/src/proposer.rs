@@ -87,7 +87,7 @@ pub(crate) struct Proposer {
     raft: Raft,
     peers: Peers,
     /// Tells a write refused before it reached the log from one dropped from it.
-    truncations: Truncations,
+    pub(crate) truncations: Truncations,
     /// How long a leader may go without hearing from a quorum before it stops acting as leader.
     pub(crate) quorum_contact_max: Duration,
 }

@@ -740,6 +740,7 @@ impl Replica {
         };
         let mut members = current;
         for change in changes {
+            let truncations = self.proposer.truncations.count();
             let changed =
                 tokio::time::timeout(LEADER_WAIT, self.raft.change_membership(change, false))
                     .await
@@ -749,6 +750,17 @@ impl Replica {
                         )
                     })?
                     .map_err(|error| match error {
+                        // Perhaps appended and then dropped, as for writes (see `Proposer`): it
+                        // may yet commit elsewhere, so it must not be made again.
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(_))
+                            if self.proposer.truncations.count() != truncations =>
+                        {
+                            ReplicaError::Timeout(
+                                "leadership moved while the membership change was in the log; \
+                                 it may still be applied"
+                                    .into(),
+                            )
+                        }
                         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
                             ReplicaError::NoLeader
                         }
