@@ -37,13 +37,19 @@ pub(crate) enum PeerCall {
     Elect,
 }
 
-/// Connections to peers, and the streams of calls on them, by URL, shared by every sender on
-/// this member.
+/// Connections to peers, and the streams on them, by URL, shared by every sender on this member.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     calls: Arc<Mutex<HashMap<String, CallStreamSlot>>>,
+    /// Replication streams with no request on them. openraft makes a new link for each round
+    /// of a leadership check (ReadIndex) while its replication link to the same peer may be
+    /// mid-request, so streams are shared through this pool rather than owned by a link.
+    idle_replication: Arc<Mutex<HashMap<String, Vec<ReplicationStream>>>>,
 }
+
+/// Idle replication streams kept per peer; more come only from exchanges that overlapped.
+const IDLE_REPLICATION_STREAMS_MAX: usize = 4;
 
 /// The stream of calls to one peer, if open. Whoever finds it missing opens it while holding
 /// the slot, so calls that start together share one stream.
@@ -130,6 +136,27 @@ impl Peers {
         })
     }
 
+    /// An idle replication stream to `url`, if there is one.
+    fn idle_replication(&self, url: &str) -> Option<ReplicationStream> {
+        self.idle_replication
+            .lock()
+            .expect("idle replication streams poisoned")
+            .get_mut(url)?
+            .pop()
+    }
+
+    /// Keeps `stream`, whose last request was answered, for the next exchange with `url`.
+    fn replication_done(&self, url: &str, stream: ReplicationStream) {
+        let mut idle = self
+            .idle_replication
+            .lock()
+            .expect("idle replication streams poisoned");
+        let streams = idle.entry(url.to_string()).or_default();
+        if streams.len() < IDLE_REPLICATION_STREAMS_MAX {
+            streams.push(stream);
+        }
+    }
+
     /// The open stream of calls to `url`, opened anew if there is none.
     async fn call_stream(&self, url: &str) -> Result<Arc<CallStream>, CallError> {
         let slot = self
@@ -187,7 +214,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             synced: self.synced.clone(),
             target,
             url: peer_url(member).unwrap_or_default().to_string(),
-            stream: None,
         }
     }
 }
@@ -198,8 +224,6 @@ pub struct PeerLink {
     synced: SyncedLog,
     target: MemberId,
     url: String,
-    /// The replication stream to the peer, opened on first use and dropped after any failure.
-    stream: Option<ReplicationStream>,
 }
 
 impl PeerLink {
@@ -217,7 +241,7 @@ impl PeerLink {
         answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
     }
 
-    /// Sends `request` on the replication stream, opening it first if need be.
+    /// Sends `request` on an idle replication stream to the peer, or on a new one.
     async fn replicate(
         &mut self,
         request: &AppendEntriesRequest<TypeConfig>,
@@ -228,11 +252,11 @@ impl PeerLink {
             payload: codec::encode(request),
         };
         let timeout = option.hard_ttl();
-        // The stream is out of `self` while a request is on it, and goes back only once its
+        // The stream is out of the pool while a request is on it, and goes back only once its
         // answer is read: a call that fails, or that openraft stops waiting for, drops it, so
         // an answer still on its way can never be read as the next request's.
         let exchanged = tokio::time::timeout(timeout, async {
-            let mut stream = match self.stream.take() {
+            let mut stream = match self.peers.idle_replication(&self.url) {
                 Some(stream) => stream,
                 None => ReplicationStream::open(&self.peers, &self.url).await?,
             };
@@ -247,7 +271,7 @@ impl PeerLink {
             })
         });
         let (stream, answer) = exchanged.map_err(rpc_error)?;
-        self.stream = Some(stream);
+        self.peers.replication_done(&self.url, stream);
         let answer: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
             codec::decode(&answer.payload).map_err(|e| {
                 rpc_error(CallError::Garbled {
@@ -659,6 +683,53 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer, AppendEntriesResponse::Success);
+        assert_eq!(peer.streams.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn links_made_one_after_another_share_a_stream_and_overlapping_ones_do_not() {
+        let peer = AcceptingPeer::new(None);
+        let url = serve(peer.clone()).await;
+        let (synced, synced_receiver) = watch::channel(None);
+        synced.send_replace(Some(LogId::new(CommittedLeaderId::new(1, 1), 9)));
+        let mut network = PeerNetwork {
+            peers: Peers::default(),
+            synced: SyncedLog::new(synced_receiver),
+        };
+        let member = Member {
+            peer_urls: vec![url],
+            ..Member::default()
+        };
+        // openraft makes a new link for every leadership check.
+        for index in 1..=3 {
+            let mut link = network.new_client(2, &member).await;
+            let request = append_request(entries(index..=index), None);
+            let answer = link
+                .append_entries(request, RPCOption::new(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            assert_eq!(answer, AppendEntriesResponse::Success);
+        }
+        assert_eq!(peer.streams.load(Ordering::SeqCst), 1);
+        // Requests at once each need a stream of their own.
+        let (first, second) = (
+            network.new_client(2, &member).await,
+            network.new_client(2, &member).await,
+        );
+        let (a, b) = tokio::join!(
+            send(
+                first,
+                append_request(entries(4..=4), None),
+                Duration::from_secs(5)
+            ),
+            send(
+                second,
+                append_request(entries(4..=4), None),
+                Duration::from_secs(5)
+            ),
+        );
+        assert_eq!(a.unwrap().unwrap(), AppendEntriesResponse::Success);
+        assert_eq!(b.unwrap().unwrap(), AppendEntriesResponse::Success);
         assert_eq!(peer.streams.load(Ordering::SeqCst), 2);
     }
 

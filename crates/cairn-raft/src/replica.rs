@@ -17,7 +17,7 @@ use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
 use crate::log_store::LogStore;
 use crate::network::{CallError, PeerCall, PeerNetwork, Peers, peer_url};
 use crate::proposer::{Forwarded, Outcome, Proposer, Queued};
-use crate::state_machine::{Backup, StateDirs, StateMachine, backup, open_kernel};
+use crate::state_machine::{Backup, StateDirs, StateMachine, backup, last_applied, open_kernel};
 use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
 
 /// How long a write or a linearizable read may wait for a leader before it fails.
@@ -349,11 +349,10 @@ impl Replica {
         for answer in answers {
             answered.push(answer.await.unwrap_or(Err(ReplicaError::Stopped)));
         }
-        let applied = self
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
+        // The kernel records each applied entry before openraft answers its writer; Raft's
+        // metrics are published later and may not cover these writes yet.
+        let applied = last_applied(&*self.kernel.read().await)
+            .expect("the kernel's record of what it applied is readable while it applies")
             .map_or(0, |id| id.index);
         Ok(Forwarded {
             answers: answered,

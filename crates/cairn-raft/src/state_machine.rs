@@ -182,6 +182,11 @@ impl StateMachine {
     }
 }
 
+/// The last entry `kernel` has applied.
+pub(crate) fn last_applied(kernel: &Kernel) -> Result<Option<LogId>, StorageError> {
+    Ok(applied_of(kernel)?.last_applied)
+}
+
 fn applied_of(kernel: &Kernel) -> Result<LogPosition, StorageError> {
     let state = kernel.replication_state();
     if state.is_empty() {
