@@ -1,6 +1,7 @@
 //! The client side of the peer network: one reused HTTP/2 connection per peer, carrying Raft's
-//! messages encoded with postcard on two long-lived streams: replication (`peer_stream`) and
-//! every other call (`peer_calls`).
+//! messages encoded with postcard on long-lived streams of two kinds: replication, one request at
+//! a time per stream (`peer_stream`), and every other call, many at once on one stream
+//! (`peer_calls`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
