@@ -131,10 +131,7 @@ impl Peers {
             url: url.to_string(),
             reason: format!("no answer within {timeout:?}"),
         })??;
-        codec::decode(&answer).map_err(|e| CallError::Garbled {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+        decode_answer(url, &answer)
     }
 
     /// An idle replication stream to `url`, if there is one.
@@ -176,6 +173,14 @@ impl Peers {
             }
         }
     }
+}
+
+/// Decodes the answer the peer at `url` sent.
+fn decode_answer<A: DeserializeOwned>(url: &str, answer: &[u8]) -> Result<A, CallError> {
+    codec::decode(answer).map_err(|e| CallError::Garbled {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Whether `status` reports a connection the peer refused: a request is only sent over an
@@ -274,12 +279,7 @@ impl PeerLink {
         let (stream, answer) = exchanged.map_err(rpc_error)?;
         self.peers.replication_done(&self.url, stream);
         let answer: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
-            codec::decode(&answer.payload).map_err(|e| {
-                rpc_error(CallError::Garbled {
-                    url: self.url.clone(),
-                    reason: e.to_string(),
-                })
-            })?;
+            decode_answer(&self.url, &answer.payload).map_err(rpc_error)?;
         answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
     }
 }
@@ -524,12 +524,14 @@ mod tests {
         url
     }
 
-    /// A link to `peer`, from a leader whose sync has reached nothing yet; returns the link and
-    /// the leader's sync.
-    async fn link_to(peer: AcceptingPeer) -> (PeerLink, watch::Sender<Option<LogId>>) {
+    /// The network of a leader whose sync has reached nothing yet, and `peer` as a member of its
+    /// cluster; returns them and the leader's sync.
+    async fn network_to(
+        peer: AcceptingPeer,
+    ) -> (PeerNetwork, Member, watch::Sender<Option<LogId>>) {
         let url = serve(peer).await;
         let (synced, synced_receiver) = watch::channel(None);
-        let mut network = PeerNetwork {
+        let network = PeerNetwork {
             peers: Peers::default(),
             synced: SyncedLog::new(synced_receiver),
         };
@@ -537,6 +539,13 @@ mod tests {
             peer_urls: vec![url],
             ..Member::default()
         };
+        (network, member, synced)
+    }
+
+    /// A link to `peer`, from a leader whose sync has reached nothing yet; returns the link and
+    /// the leader's sync.
+    async fn link_to(peer: AcceptingPeer) -> (PeerLink, watch::Sender<Option<LogId>>) {
+        let (mut network, member, synced) = network_to(peer).await;
         (network.new_client(2, &member).await, synced)
     }
 
@@ -690,17 +699,8 @@ mod tests {
     #[tokio::test]
     async fn links_made_one_after_another_share_a_stream_and_overlapping_ones_do_not() {
         let peer = AcceptingPeer::new(None);
-        let url = serve(peer.clone()).await;
-        let (synced, synced_receiver) = watch::channel(None);
+        let (mut network, member, synced) = network_to(peer.clone()).await;
         synced.send_replace(Some(LogId::new(CommittedLeaderId::new(1, 1), 9)));
-        let mut network = PeerNetwork {
-            peers: Peers::default(),
-            synced: SyncedLog::new(synced_receiver),
-        };
-        let member = Member {
-            peer_urls: vec![url],
-            ..Member::default()
-        };
         // openraft makes a new link for every leadership check.
         for index in 1..=3 {
             let mut link = network.new_client(2, &member).await;
@@ -757,6 +757,13 @@ mod tests {
         assert_eq!(second, AppendEntriesResponse::Success);
     }
 
+    /// A peer serving calls, its URL, and a member's connections with none open yet.
+    async fn calls_to_new_peer() -> (AcceptingPeer, String, Peers) {
+        let peer = AcceptingPeer::new(None);
+        let url = serve(peer.clone()).await;
+        (peer, url, Peers::default())
+    }
+
     /// Calls `peer` at `url`, asking it to wait `millis` before it answers.
     async fn call_waiting(
         peers: &Peers,
@@ -769,9 +776,7 @@ mod tests {
 
     #[tokio::test]
     async fn calls_at_once_share_one_stream_and_each_gets_its_own_answer() {
-        let peer = AcceptingPeer::new(None);
-        let url = serve(peer.clone()).await;
-        let peers = Peers::default();
+        let (peer, url, peers) = calls_to_new_peer().await;
         let timeout = Duration::from_secs(5);
         // Answered in the order 100, 200, 300.
         let (a, b, c) = tokio::join!(
@@ -785,9 +790,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_its_caller_gave_up_on_goes_to_no_one_else() {
-        let peer = AcceptingPeer::new(None);
-        let url = serve(peer.clone()).await;
-        let peers = Peers::default();
+        let (peer, url, peers) = calls_to_new_peer().await;
         let gave_up = call_waiting(&peers, &url, 400, Duration::from_millis(100)).await;
         assert!(
             matches!(gave_up, Err(CallError::Unreachable { .. })),
@@ -801,9 +804,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopping_peer_answers_the_calls_it_took_and_the_next_call_opens_a_new_stream() {
-        let peer = AcceptingPeer::new(None);
-        let url = serve(peer.clone()).await;
-        let peers = Peers::default();
+        let (peer, url, peers) = calls_to_new_peer().await;
         let timeout = Duration::from_secs(5);
         let taken = {
             let (peers, url) = (peers.clone(), url.clone());

@@ -19,7 +19,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::codec;
 use crate::log_store::Truncations;
 use crate::network::{CallError, PeerCall, Peers};
-use crate::replica::{LEADER_WAIT, ReplicaError, leader_url, pause_or_give_up, wait_applied};
+use crate::replica::{
+    LEADER_WAIT, ReplicaError, dropped_from_log, leader_url, pause_or_give_up, wait_applied,
+};
 use crate::types::{Batch, Member, MemberId, Raft};
 
 /// Most commands in one log entry.
@@ -320,13 +322,7 @@ impl Proposer {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
                 if self.truncations.count() != truncations =>
             {
-                // Perhaps appended and then dropped when this member stepped down; another
-                // member may hold the entry and commit it yet, so proposing it again could apply
-                // it twice.
-                Err(ProposeError::Failed(ReplicaError::Timeout(
-                    "leadership moved while the write was in the log; it may still be applied"
-                        .into(),
-                )))
+                Err(ProposeError::Failed(dropped_from_log("write")))
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(leader))) => {
                 Err(ProposeError::NotLeader(leader))

@@ -749,16 +749,10 @@ impl Replica {
                         )
                     })?
                     .map_err(|error| match error {
-                        // Perhaps appended and then dropped, as for writes (see `Proposer`): it
-                        // may yet commit elsewhere, so it must not be made again.
                         RaftError::APIError(ClientWriteError::ForwardToLeader(_))
                             if self.proposer.truncations.count() != truncations =>
                         {
-                            ReplicaError::Timeout(
-                                "leadership moved while the membership change was in the log; \
-                                 it may still be applied"
-                                    .into(),
-                            )
+                            dropped_from_log("membership change")
                         }
                         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
                             ReplicaError::NoLeader
@@ -788,6 +782,16 @@ fn members_of(membership: &openraft::Membership<MemberId, Member>) -> Vec<Member
 
 pub(crate) fn leader_url(leader: &ForwardToLeader<MemberId, Member>) -> Option<&str> {
     leader.leader_node.as_ref().and_then(peer_url)
+}
+
+/// The error for a proposal openraft refused after the log was truncated. openraft 0.9 refuses
+/// with `ForwardToLeader` both a proposal it never appended and one it appended and then dropped
+/// on stepping down; the latter may live on in another member's log and commit there, so it must
+/// not be proposed again, and its outcome is unknown.
+pub(crate) fn dropped_from_log(what: &str) -> ReplicaError {
+    ReplicaError::Timeout(format!(
+        "leadership moved while the {what} was in the log; it may still be applied"
+    ))
 }
 
 /// Waits until this member has applied its log through `index`, or fails at `deadline`.

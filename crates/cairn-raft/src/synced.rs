@@ -26,10 +26,11 @@ impl SyncedLog {
     }
 
     /// Waits until a sync covers `log_id`: until the latest sync reported an id at least as
-    /// high. Ids order by leader (term, then member), then index. The only entries reported written before a sync
-    /// covers them are a leader's own, of the newest term it knows, appended in index order, so
-    /// no sync made before such an entry was written can report an id as high; every other
-    /// entry is synced before openraft may commit, apply or replicate it.
+    /// high. Ids order by leader (term, then member), then index. The only entries reported
+    /// written before a sync covers them are a leader's own, of the newest term it knows,
+    /// appended in index order, so no sync made before such an entry was written can report an
+    /// id as high; every other entry is synced before openraft may commit, apply or replicate
+    /// it.
     pub(crate) async fn covering(&self, log_id: Option<LogId>) -> Result<(), LogClosed> {
         let mut synced = self.synced.clone();
         synced
