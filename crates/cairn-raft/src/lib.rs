@@ -10,6 +10,7 @@
 //! alpha for over thirty releases, each free to change the storage and network traits this crate
 //! implements.
 
+mod applied;
 mod codec;
 mod log_store;
 mod log_tail;
@@ -65,6 +66,7 @@ mod storage_conformance {
                 Limits::default(),
                 events,
                 SyncedLog::everything(),
+                crate::applied::applied_log(0).0,
             );
             Ok((dir, log, state_machine))
         }

@@ -16,11 +16,12 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::applied::AppliedLog;
 use crate::codec;
 use crate::log_store::Truncations;
 use crate::network::{CallError, PeerCall, Peers};
 use crate::replica::{
-    LEADER_WAIT, ReplicaError, dropped_from_log, leader_url, pause_or_give_up, wait_applied,
+    LEADER_WAIT, ReplicaError, dropped_from_log, leader_elsewhere, leader_url, pause_or_give_up,
 };
 use crate::types::{Batch, Member, MemberId, Raft};
 
@@ -92,6 +93,7 @@ pub(crate) struct Proposer {
     pub(crate) truncations: Truncations,
     /// How long a leader may go without hearing from a quorum before it stops acting as leader.
     pub(crate) quorum_contact_max: Duration,
+    applied: AppliedLog,
 }
 
 enum ProposeError {
@@ -106,12 +108,14 @@ impl Proposer {
         peers: Peers,
         truncations: Truncations,
         quorum_contact_max: Duration,
+        applied: AppliedLog,
     ) -> Proposer {
         Proposer {
             raft,
             peers,
             truncations,
             quorum_contact_max,
+            applied,
         }
     }
 
@@ -245,10 +249,16 @@ impl Proposer {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             if !self.lost_quorum(&self.raft.metrics().borrow()) {
-                let leader = match self.propose(batch.clone(), deadline).await {
-                    Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
-                    Err(ProposeError::Failed(error)) => return Err(error),
-                    Err(ProposeError::NotLeader(leader)) => leader,
+                // A follower that knows the leader forwards at once: openraft would only refuse
+                // the proposal, after a round trip to its core.
+                let known_leader = leader_elsewhere(&self.raft);
+                let leader = match known_leader {
+                    Some(leader) => leader,
+                    None => match self.propose(batch.clone(), deadline).await {
+                        Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
+                        Err(ProposeError::Failed(error)) => return Err(error),
+                        Err(ProposeError::NotLeader(leader)) => leader,
+                    },
                 };
                 if let Some(url) = leader_url(&leader) {
                     let forwarded = self
@@ -266,7 +276,7 @@ impl Proposer {
                         // As in etcd, a write is answered only once the member that took it has
                         // applied it, so that member's own reads after the answer see it.
                         Ok(Ok(forwarded)) => {
-                            wait_applied(&self.raft, forwarded.applied, deadline).await?;
+                            self.applied.reaching(forwarded.applied, deadline).await?;
                             return Ok(forwarded.answers);
                         }
                         // That member no longer leads, so it did not apply the batch: try again.

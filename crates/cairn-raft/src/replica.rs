@@ -14,6 +14,7 @@ use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
 
+use crate::applied::{AppliedLog, applied_log};
 use crate::log_store::LogStore;
 use crate::network::{CallError, PeerCall, PeerNetwork, Peers, peer_url};
 use crate::proposer::{Forwarded, Outcome, Proposer, Queued};
@@ -148,6 +149,7 @@ pub struct Replica {
     queue: mpsc::Sender<Queued>,
     reads: Arc<Mutex<ReadRounds>>,
     events: broadcast::Sender<Arc<AppliedEvents>>,
+    applied: AppliedLog,
 }
 
 /// Linearizable reads waiting for a ReadIndex round.
@@ -171,6 +173,9 @@ impl Replica {
         let dirs = StateDirs::new(data_dir);
         let (mut kernel, kernel_name) = open_kernel(&dirs, limits)?;
         kernel.set_plugin_runtime(plugins);
+        let applied_at_open = last_applied(&kernel)
+            .map_err(|e| StartError::Raft(format!("reading how far the kernel applied: {e}")))?;
+        let (applied_publisher, applied) = applied_log(applied_at_open.map_or(0, |id| id.index));
         let kernel = Arc::new(RwLock::new(kernel));
         let log_store = LogStore::open(&dirs.log, id)?;
         let (events, _) = broadcast::channel(EVENT_BATCHES_BUFFERED);
@@ -181,6 +186,7 @@ impl Replica {
             limits,
             events.clone(),
             log_store.synced(),
+            applied_publisher,
         );
         let heartbeat = settings.heartbeat_interval.as_millis() as u64;
         let election = settings.election_timeout.as_millis() as u64;
@@ -231,6 +237,7 @@ impl Replica {
             peers.clone(),
             truncations,
             settings.election_timeout,
+            applied.clone(),
         );
         let queue = proposer.start_batching();
         Ok(Replica {
@@ -243,6 +250,7 @@ impl Replica {
             queue,
             reads: Arc::default(),
             events,
+            applied,
         })
     }
 
@@ -365,7 +373,7 @@ impl Replica {
     pub async fn read_barrier(&self) -> Result<(), ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT;
         let index = self.read_index().await?;
-        wait_applied(&self.raft, index, deadline).await
+        self.applied.reaching(index, deadline).await
     }
 
     /// The read index of a ReadIndex round that starts after this call. Reads that arrive while
@@ -407,10 +415,13 @@ impl Replica {
     async fn read_index_round(&self) -> Result<u64, ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
-            let leader = match self.leader_read_index().await {
-                Ok(index) => return Ok(index),
-                Err(ReadIndexError::NotLeader(leader)) => leader,
-                Err(ReadIndexError::Failed(error)) => return Err(error),
+            let leader = match leader_elsewhere(&self.raft) {
+                Some(leader) => leader,
+                None => match self.leader_read_index().await {
+                    Ok(index) => return Ok(index),
+                    Err(ReadIndexError::NotLeader(leader)) => leader,
+                    Err(ReadIndexError::Failed(error)) => return Err(error),
+                },
             };
             if let Some(url) = leader_url(&leader) {
                 let answer: Result<Result<u64, ReplicaError>, CallError> = self
@@ -780,6 +791,20 @@ fn members_of(membership: &openraft::Membership<MemberId, Member>) -> Vec<Member
         .collect()
 }
 
+/// The leader this member's Raft knows of, when that is another member: a write or a
+/// linearizable read goes to it directly, rather than first to this member's Raft core to be
+/// refused. Should that member have stopped leading meanwhile, it refuses, and the request
+/// waits to learn of the next leader as it would after a refusal here.
+pub(crate) fn leader_elsewhere(raft: &Raft) -> Option<ForwardToLeader<MemberId, Member>> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    let leader = metrics
+        .current_leader
+        .filter(|leader| *leader != metrics.id)?;
+    let node = metrics.membership_config.membership().get_node(&leader)?;
+    Some(ForwardToLeader::new(leader, node.clone()))
+}
+
 pub(crate) fn leader_url(leader: &ForwardToLeader<MemberId, Member>) -> Option<&str> {
     leader.leader_node.as_ref().and_then(peer_url)
 }
@@ -792,19 +817,6 @@ pub(crate) fn dropped_from_log(what: &str) -> ReplicaError {
     ReplicaError::Timeout(format!(
         "leadership moved while the {what} was in the log; it may still be applied"
     ))
-}
-
-/// Waits until this member has applied its log through `index`, or fails at `deadline`.
-pub(crate) async fn wait_applied(
-    raft: &Raft,
-    index: u64,
-    deadline: Instant,
-) -> Result<(), ReplicaError> {
-    raft.wait(Some(deadline.saturating_duration_since(Instant::now())))
-        .applied_index_at_least(Some(index), "applying what was read or written")
-        .await
-        .map(|_| ())
-        .map_err(|error| ReplicaError::Timeout(error.to_string()))
 }
 
 pub(crate) async fn pause_or_give_up(deadline: Instant) -> Result<(), ReplicaError> {

@@ -34,6 +34,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast};
 
+use crate::applied::AppliedPublisher;
 use crate::codec;
 use crate::synced::SyncedLog;
 use crate::types::{
@@ -145,6 +146,8 @@ pub struct StateMachine {
     events: broadcast::Sender<Arc<AppliedEvents>>,
     /// How far the log is on disk: an entry is applied only once it is.
     synced: SyncedLog,
+    /// How far the kernel has applied the log, for requests waiting to see their effects.
+    applied: AppliedPublisher,
 }
 
 impl StateMachine {
@@ -155,6 +158,7 @@ impl StateMachine {
         limits: Limits,
         events: broadcast::Sender<Arc<AppliedEvents>>,
         synced: SyncedLog,
+        applied: AppliedPublisher,
     ) -> StateMachine {
         StateMachine {
             kernel,
@@ -164,6 +168,7 @@ impl StateMachine {
             snapshots_taken: Arc::default(),
             events,
             synced,
+            applied,
         }
     }
 
@@ -245,6 +250,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .commit(Durability::Buffered)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.announce(&mut kernel, revision_before);
+        if let Some(last) = applied.last_applied {
+            self.applied.publish(last.index);
+        }
         Ok(responses)
     }
 
@@ -321,6 +329,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             revision,
             events: Vec::new(),
         }));
+        if let Some(last) = restored_at {
+            self.applied.publish(last.index);
+        }
         drop(kernel);
         let _ = std::fs::remove_dir_all(self.dirs.kernel_dir(&old_name));
         publish_snapshot(&self.dirs, &installing, meta).map_err(fail)?;
@@ -518,7 +529,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use cairn_kernel::Limits;
     use openraft::storage::RaftStateMachine;
@@ -526,15 +537,17 @@ mod tests {
     use tokio::sync::{RwLock, broadcast, watch};
 
     use super::{StateDirs, StateMachine, open_kernel};
+    use crate::applied::applied_log;
     use crate::synced::SyncedLog;
     use crate::types::{Entry, LogId};
 
     #[tokio::test]
-    async fn an_entry_is_applied_only_once_the_log_is_synced_through_it() {
+    async fn an_entry_is_applied_and_announced_only_once_the_log_is_synced_through_it() {
         let dir = tempfile::tempdir().unwrap();
         let dirs = StateDirs::new(dir.path());
         let (kernel, name) = open_kernel(&dirs, Limits::default()).unwrap();
         let (synced, synced_receiver) = watch::channel(None);
+        let (publisher, applied) = applied_log(0);
         let mut state_machine = StateMachine::new(
             Arc::new(RwLock::new(kernel)),
             name,
@@ -542,6 +555,7 @@ mod tests {
             Limits::default(),
             broadcast::channel(4).0,
             SyncedLog::new(synced_receiver),
+            publisher,
         );
         let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
         let applying = tokio::spawn(async move {
@@ -552,9 +566,16 @@ mod tests {
             state_machine.apply([entry]).await.unwrap();
             state_machine.applied_state().await.unwrap().0
         });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let waiting = tokio::spawn(async move { applied.reaching(1, deadline).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!applying.is_finished(), "applied before the log was synced");
+        assert!(
+            !waiting.is_finished(),
+            "announced before the log was synced"
+        );
         synced.send_replace(Some(log_id));
         assert_eq!(applying.await.unwrap(), Some(log_id));
+        waiting.await.unwrap().unwrap();
     }
 }
