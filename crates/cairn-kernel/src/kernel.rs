@@ -11,6 +11,7 @@ use crate::index::Index;
 use crate::lease::Leases;
 use crate::plugin::{CallContext, PluginRuntime, ProposedWrite};
 use crate::plugin_apply::{PendingPlugins, Plugins};
+use crate::recent::RecentPuts;
 use crate::storage::{Change, ChangeId, Durability, Meta, Storage};
 use crate::types::{
     Command, CommandResponse, CompactRequest, CompactResponse, DeleteRangeRequest,
@@ -40,6 +41,8 @@ pub struct Kernel {
     replication: Vec<u8>,
     limits: Limits,
     pub(crate) pending: Pending,
+    /// The newest committed puts, so reads of keys written lately skip RocksDB.
+    recent: RecentPuts,
     /// What applied commands changed, in order, until [`Kernel::take_events`] collects them.
     events: Vec<Event>,
     pub(crate) plugins: Plugins,
@@ -137,6 +140,7 @@ impl Kernel {
             replication: meta.replication,
             limits,
             pending: Pending::default(),
+            recent: RecentPuts::default(),
             events: Vec::new(),
             plugins,
             plugin_runtime: None,
@@ -463,7 +467,23 @@ impl Kernel {
         } else {
             Durability::Buffered
         };
-        self.storage.write(batch, durability)
+        self.storage.write(batch, durability)?;
+        for id in pending.removed {
+            self.recent.remove(id);
+        }
+        let mut puts: Vec<(ChangeId, KeyValue)> = pending
+            .changes
+            .into_iter()
+            .filter_map(|(id, change)| match change {
+                Change::Put(kv) => Some((id, kv)),
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        puts.sort_unstable_by_key(|(id, _)| *id);
+        for (id, kv) in puts {
+            self.recent.insert(id, kv);
+        }
+        Ok(())
     }
 
     fn meta(&self) -> Meta {
@@ -509,9 +529,10 @@ impl Kernel {
 
     /// The key-value a visible change holds.
     pub(crate) fn load(&self, id: ChangeId) -> Result<KeyValue, StorageError> {
-        let change = match self.pending.changes.get(&id) {
-            Some(change) => Some(change.clone()),
-            None => self.storage.change(id)?,
+        let change = match (self.pending.changes.get(&id), self.recent.get(id)) {
+            (Some(change), _) => Some(change.clone()),
+            (None, Some(kv)) => return Ok(kv.clone()),
+            (None, None) => self.storage.change(id)?,
         };
         match change {
             Some(Change::Put(kv)) => Ok(kv),

@@ -15,6 +15,7 @@ pub mod plugin;
 mod plugin_apply;
 mod plugin_txn;
 mod range;
+mod recent;
 pub mod snapshot;
 mod storage;
 mod txn;
