@@ -28,6 +28,11 @@
 //! applies an entry before its sync covers it (`state_machine.rs`), which holds a leader that is
 //! the only voter, whose own report alone commits.
 //!
+//! The commit index openraft reports is only a hint, which lets a restarted member apply what it
+//! knows committed before it hears from a leader. It is written with the next append or vote
+//! rather than on its own, which would put a RocksDB write on the path from each commit to its
+//! apply on every member; the next append's sync would be the first to make it durable anyway.
+//!
 //! The vote is written synced: it must be on disk before this member answers a vote request.
 //! That sync also covers every entry written before it, which is how entries a leader reported
 //! early and had not yet synced when it stepped down reach the disk before this member, now
@@ -80,6 +85,8 @@ pub struct LogStore {
     id: MemberId,
     /// The vote last saved, which names the leader whose entries are being appended.
     vote: Arc<Mutex<Option<Vote>>>,
+    /// The commit index reported since the last write, to go with the next one.
+    unsaved_committed: Arc<Mutex<Option<Option<LogId>>>>,
     synced: Arc<watch::Sender<Option<LogId>>>,
     /// The newest entries, decoded, for replication to read.
     tail: Arc<Mutex<LogTail>>,
@@ -155,6 +162,7 @@ impl LogStore {
             db,
             id,
             vote: Arc::default(),
+            unsaved_committed: Arc::default(),
             synced,
             tail: Arc::default(),
             truncations: Truncations::default(),
@@ -179,10 +187,23 @@ impl LogStore {
         self.tail.lock().expect("log tail poisoned")
     }
 
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
+    /// Writes `batch`, with the commit index reported since the last write.
+    fn write(&self, mut batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
+        let mut unsaved = self.unsaved_committed();
+        if let Some(committed) = *unsaved {
+            batch.put_cf(self.family(STATE), COMMITTED, codec::encode(&committed));
+        }
         let mut options = WriteOptions::default();
         options.set_sync(sync);
-        self.db.write_opt(batch, &options)
+        self.db.write_opt(batch, &options)?;
+        *unsaved = None;
+        Ok(())
+    }
+
+    fn unsaved_committed(&self) -> std::sync::MutexGuard<'_, Option<Option<LogId>>> {
+        self.unsaved_committed
+            .lock()
+            .expect("unsaved commit index poisoned")
     }
 }
 
@@ -338,13 +359,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.family(STATE), COMMITTED, codec::encode(&committed));
-        self.write(batch, false)
-            .map_err(|e| StorageIOError::write(&e).into())
+        *self.unsaved_committed() = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        if let Some(committed) = *self.unsaved_committed() {
+            return Ok(committed);
+        }
         Ok(read_state::<Option<LogId>>(&self.db, COMMITTED)?.flatten())
     }
 
@@ -486,6 +508,27 @@ mod tests {
         assert_eq!(store.read_vote().await.unwrap(), vote(4, 2));
         store.save_vote(&Vote::new(5, 1)).await.unwrap();
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(5, 1)));
+    }
+
+    #[tokio::test]
+    async fn the_commit_index_is_written_with_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let committed = Some(entry(2, 1, 5).log_id);
+        let mut store = LogStore::open(dir.path(), 1).unwrap();
+        store.save_committed(committed).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), committed);
+        drop(store);
+        let mut store = LogStore::open(dir.path(), 1).unwrap();
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            None,
+            "not written alone"
+        );
+        store.save_committed(committed).await.unwrap();
+        store.save_vote(&vote(2, 1).unwrap()).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path(), 1).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), committed);
     }
 
     #[tokio::test]
