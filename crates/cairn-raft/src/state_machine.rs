@@ -245,14 +245,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = Some(log_id);
             responses.push(response);
         }
+        // Announced before the commit's write: whoever waits for it reads the kernel only through
+        // its lock, which this holds until the commit is done, and its waking overlaps the write.
+        if let Some(last) = applied.last_applied {
+            self.applied.publish(last.index);
+        }
         kernel.set_replication_state(codec::encode(&applied));
         kernel
             .commit(Durability::Buffered)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.announce(&mut kernel, revision_before);
-        if let Some(last) = applied.last_applied {
-            self.applied.publish(last.index);
-        }
         Ok(responses)
     }
 
