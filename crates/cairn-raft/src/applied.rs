@@ -2,10 +2,12 @@
 //! effect in the local kernel before they answer: a write forwarded to the leader, and a
 //! linearizable read.
 //!
-//! The state machine publishes each advance as soon as the kernel has committed it. openraft's
-//! metrics also carry the applied index, but the core publishes them only after the state
-//! machine's report reaches it, one task hop and a scheduling delay later (about 65 µs for a
-//! single write through a follower on three members).
+//! The state machine publishes each advance as soon as the kernel has applied it, while it still
+//! holds the kernel's lock for the commit write that follows; a waiter reads the kernel only
+//! through that lock, so it sees the commit done. openraft's metrics also carry the applied
+//! index, but the core publishes them only after the state machine's report reaches it, one task
+//! hop and a scheduling delay later (about 65 µs for a single write through a follower on three
+//! members).
 
 use std::time::Instant;
 
