@@ -466,7 +466,10 @@ impl Replica {
     /// openraft 0.9 has no leader transfer, so it is done by hand: once `target` holds the whole
     /// log, this member stops sending heartbeats and asks `target` to stand for election. A leader
     /// gives its vote to an up-to-date candidate once it has led for an election timeout, and
-    /// followers do once they stop hearing heartbeats, so `target` wins; this member steps down on
+    /// followers do once their leader lease has run out, 3/5 of an election timeout after the last
+    /// heartbeat. `target` is asked again every fifth of an election timeout until it leads, so
+    /// its bid after the leases run out comes well before the other followers stand on their own,
+    /// 1 to 1.2 election timeouts after the last heartbeat, and wins; this member steps down on
     /// seeing its higher term.
     pub async fn move_leader(&self, target: MemberId) -> Result<(), ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT + 4 * self.proposer.quorum_contact_max;
@@ -529,7 +532,7 @@ impl Replica {
             }
             let elected = self
                 .raft
-                .wait(Some(self.proposer.quorum_contact_max.min(remaining)))
+                .wait(Some((self.proposer.quorum_contact_max / 5).min(remaining)))
                 .metrics(
                     |metrics| metrics.current_leader == Some(target),
                     "the transferee leads",
