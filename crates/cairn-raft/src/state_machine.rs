@@ -247,6 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // Announced before the commit's write: whoever waits for it reads the kernel only through
         // its lock, which this holds until the commit is done, and its waking overlaps the write.
+        // Should the write fail, apply returns the error and openraft stops this member.
         if let Some(last) = applied.last_applied {
             self.applied.publish(last.index);
         }
