@@ -43,6 +43,11 @@ impl AppliedPublisher {
 }
 
 impl AppliedLog {
+    /// The index the kernel has applied through.
+    pub(crate) fn current(&self) -> u64 {
+        *self.0.borrow()
+    }
+
     /// Waits until the kernel has applied through `index`, or fails at `deadline`.
     pub(crate) async fn reaching(&self, index: u64, deadline: Instant) -> Result<(), ReplicaError> {
         let mut applied = self.0.clone();

@@ -30,8 +30,9 @@
 //!
 //! The commit index openraft reports is only a hint, which lets a restarted member apply what it
 //! knows committed before it hears from a leader. It is written with the log's next write (an
-//! append, a vote, a truncation or a purge) rather than on its own, which would put a RocksDB write on the path from each commit to its
-//! apply on every member; the next append's sync would be the first to make it durable anyway.
+//! append, a vote, a truncation or a purge) rather than on its own, which would put a RocksDB
+//! write on the path from each commit to its apply on every member; the next append's sync would
+//! be the first to make it durable anyway.
 //!
 //! The vote is written synced: it must be on disk before this member answers a vote request.
 //! That sync also covers every entry written before it, which is how entries a leader reported

@@ -251,8 +251,7 @@ impl Proposer {
             if !self.lost_quorum(&self.raft.metrics().borrow()) {
                 // A follower that knows the leader forwards at once: openraft would only refuse
                 // the proposal, after a round trip to its core.
-                let known_leader = leader_elsewhere(&self.raft);
-                let leader = match known_leader {
+                let leader = match leader_elsewhere(&self.raft) {
                     Some(leader) => leader,
                     None => match self.propose(batch.clone(), deadline).await {
                         Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),

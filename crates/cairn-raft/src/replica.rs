@@ -357,14 +357,11 @@ impl Replica {
         for answer in answers {
             answered.push(answer.await.unwrap_or(Err(ReplicaError::Stopped)));
         }
-        // The kernel records each applied entry before openraft answers its writer; Raft's
+        // Announced as each entry is applied, before openraft answers its writers; Raft's
         // metrics are published later and may not cover these writes yet.
-        let applied = last_applied(&*self.kernel.read().await)
-            .expect("the kernel's record of what it applied is readable while it applies")
-            .map_or(0, |id| id.index);
         Ok(Forwarded {
             answers: answered,
-            applied,
+            applied: self.applied.current(),
         })
     }
 
