@@ -110,9 +110,14 @@ async fn no_acknowledged_message_is_lost_or_delivered_twice_within_its_visibilit
         .filter(|(_, history)| history.acked)
         .map(|(body, _)| body.clone())
         .collect();
+    let unacked: Vec<(&String, usize)> = pushed
+        .difference(&acked)
+        .map(|body| (body, histories.get(body).map_or(0, |h| h.deliveries.len())))
+        .collect();
     assert_eq!(
         acked, pushed,
-        "acknowledged pushes and acked messages differ"
+        "acknowledged pushes and acked messages differ; pushed but never acked, with how often \
+         each was delivered: {unacked:?}"
     );
     let mut redelivered = 0;
     for (body, history) in histories.iter() {
