@@ -68,6 +68,9 @@ pub enum CallError {
     Refused { url: String },
     #[error("peer {url} sent an answer this member cannot read: {reason}")]
     Garbled { url: String, reason: String },
+    /// The peer answered that it could not take the call, so it did not act on it.
+    #[error("peer {url} could not take the call: {reason}")]
+    Rejected { url: String, reason: String },
 }
 
 impl CallError {
@@ -290,7 +293,9 @@ fn rpc_error<E: std::error::Error>(error: CallError) -> RPCError<MemberId, Membe
         CallError::Unreachable { .. } | CallError::Refused { .. } => {
             RPCError::Unreachable(Unreachable::new(&error))
         }
-        CallError::Garbled { .. } => RPCError::Network(NetworkError::new(&error)),
+        CallError::Garbled { .. } | CallError::Rejected { .. } => {
+            RPCError::Network(NetworkError::new(&error))
+        }
     }
 }
 
@@ -442,7 +447,7 @@ mod tests {
     /// A peer that accepts every AppendEntries at once, counting them and the streams they came
     /// on; with `slow_first`, it answers the first request it receives only after that long, and
     /// with a conflict. It answers every other call, whatever the call, with the number of
-    /// milliseconds the call names, after waiting that long.
+    /// milliseconds the call names, after waiting that long; it refuses [`REFUSED_CALL`].
     #[derive(Clone)]
     struct AcceptingPeer {
         received: Arc<AtomicUsize>,
@@ -501,6 +506,9 @@ mod tests {
                 |payload| async move {
                     let (_, request) = codec::decode_prefix::<PeerCall>(&payload).unwrap();
                     let millis: u64 = codec::decode(request).unwrap();
+                    if millis == REFUSED_CALL {
+                        return Err(Status::invalid_argument("refused on purpose"));
+                    }
                     tokio::time::sleep(Duration::from_millis(millis)).await;
                     Ok(codec::encode(&millis))
                 },
@@ -508,6 +516,9 @@ mod tests {
             Ok(Response::new(answers))
         }
     }
+
+    /// The call [`AcceptingPeer`] refuses.
+    const REFUSED_CALL: u64 = u64::MAX;
 
     type Streamed = Result<Response<Answers>, Status>;
     type CallsStreamed = Result<Response<CallAnswers>, Status>;
@@ -785,6 +796,29 @@ mod tests {
             call_waiting(&peers, &url, 200, timeout),
         );
         assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (300, 100, 200));
+        assert_eq!(peer.call_streams.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_the_peer_refuses_fails_alone_and_the_stream_goes_on() {
+        let (peer, url, peers) = calls_to_new_peer().await;
+        let timeout = Duration::from_secs(5);
+        let (waiting, refused) = tokio::join!(call_waiting(&peers, &url, 300, timeout), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            call_waiting(&peers, &url, REFUSED_CALL, timeout).await
+        },);
+        match refused {
+            Err(CallError::Rejected { reason, .. }) => {
+                assert!(reason.contains("refused on purpose"), "{reason}")
+            }
+            other => panic!("expected the call to be rejected, got {other:?}"),
+        }
+        assert_eq!(
+            waiting.unwrap(),
+            300,
+            "the call in flight beside it is answered"
+        );
+        assert_eq!(call_waiting(&peers, &url, 0, timeout).await.unwrap(), 0);
         assert_eq!(peer.call_streams.load(Ordering::SeqCst), 1);
     }
 

@@ -3,7 +3,9 @@
 //! A follower passes writes and ReadIndex requests to the leader several at a time, each
 //! answered when its entry commits or its round ends. As with replication (`peer_stream`), a
 //! call on an open stream is a single DATA frame instead of an HTTP/2 stream of its own; here
-//! the calls share the stream at once, and each answer carries its call's number.
+//! the calls share the stream at once, and each answer carries its call's number. A call the
+//! peer cannot take, such as one it cannot read, is answered with why and fails alone; only a
+//! broken stream fails every call waiting on it.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -84,7 +86,11 @@ impl CallStream {
             id,
         };
         self.requests
-            .send(PeerCallMessage { id, payload })
+            .send(PeerCallMessage {
+                id,
+                payload,
+                ..PeerCallMessage::default()
+            })
             .map_err(|_| ended())?;
         let answer = answer.await.unwrap_or_else(|_| Err(ended()));
         drop(forget);
@@ -119,7 +125,14 @@ async fn hand_out_answers(
         match answers.message().await {
             Ok(Some(answer)) => {
                 if let Some(reply) = lock(&waiting).answers.remove(&answer.id) {
-                    let _ = reply.send(Ok(answer.payload));
+                    let _ = reply.send(if answer.error.is_empty() {
+                        Ok(answer.payload)
+                    } else {
+                        Err(CallError::Rejected {
+                            url: url.clone(),
+                            reason: answer.error,
+                        })
+                    });
                 }
             }
             Ok(None) => break "the peer ended the stream of calls".to_string(),
@@ -137,9 +150,10 @@ async fn hand_out_answers(
 }
 
 /// Serves a `Calls` stream: answers each call with `answer`, all of them at once, until the
-/// calls end, one cannot be read, or `stopped` turns true; the stream ends once the calls
-/// already taken are answered. Ending on `stopped` lets a server shut down gracefully: it waits
-/// for its open streams to end, and the caller never ends its own.
+/// calls end, the stream breaks, or `stopped` turns true; the stream ends once the calls
+/// already taken are answered. A call `answer` fails is answered with its error. Ending on
+/// `stopped` lets a server shut down gracefully: it waits for its open streams to end, and the
+/// caller never ends its own.
 pub(crate) fn answer_calls<F, A>(
     mut calls: Streaming<PeerCallMessage>,
     mut stopped: watch::Receiver<bool>,
@@ -166,11 +180,19 @@ where
             };
             let (answers, answering) = (answers.clone(), answer(call.payload));
             tokio::spawn(async move {
-                let answer = answering.await.map(|payload| PeerCallMessage {
-                    id: call.id,
-                    payload,
-                });
-                let _ = answers.send(answer);
+                let answer = match answering.await {
+                    Ok(payload) => PeerCallMessage {
+                        id: call.id,
+                        payload,
+                        error: String::new(),
+                    },
+                    Err(status) => PeerCallMessage {
+                        id: call.id,
+                        payload: Vec::new(),
+                        error: format!("{:?}: {}", status.code(), status.message()),
+                    },
+                };
+                let _ = answers.send(Ok(answer));
             });
         }
     });
