@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::applied::AppliedLog;
 use crate::codec;
-use crate::log_store::Truncations;
+use crate::log_store::{InPlaceSync, Truncations};
 use crate::network::{CallError, PeerCall, Peers};
 use crate::replica::{
     LEADER_WAIT, ReplicaError, dropped_from_log, leader_elsewhere, leader_url, pause_or_give_up,
@@ -94,6 +94,7 @@ pub(crate) struct Proposer {
     /// How long a leader may go without hearing from a quorum before it stops acting as leader.
     pub(crate) quorum_contact_max: Duration,
     applied: AppliedLog,
+    in_place_sync: InPlaceSync,
 }
 
 enum ProposeError {
@@ -109,6 +110,7 @@ impl Proposer {
         truncations: Truncations,
         quorum_contact_max: Duration,
         applied: AppliedLog,
+        in_place_sync: InPlaceSync,
     ) -> Proposer {
         Proposer {
             raft,
@@ -116,6 +118,7 @@ impl Proposer {
             truncations,
             quorum_contact_max,
             applied,
+            in_place_sync,
         }
     }
 
@@ -158,16 +161,17 @@ impl Proposer {
                     Err(_) => break,
                 }
             }
+            let alone = in_flight.available_permits() == BATCHES_IN_FLIGHT_MAX - 1;
             let proposer = self.clone();
             tokio::spawn(async move {
-                proposer.write_and_reply(batch).await;
+                proposer.write_and_reply(batch, alone).await;
                 drop(slot);
             });
         }
     }
 
-    /// Writes one batch and hands each writer its answer.
-    async fn write_and_reply(&self, batch: Vec<Queued>) {
+    /// Writes one batch, `alone` if no other is in flight, and hands each writer its answer.
+    async fn write_and_reply(&self, batch: Vec<Queued>, alone: bool) {
         let (forwarded, local): (Vec<Queued>, Vec<Queued>) =
             batch.into_iter().partition(|write| write.forwarded);
         let local = if forwarded.is_empty() {
@@ -182,7 +186,7 @@ impl Proposer {
             .into_iter()
             .map(|write| (write.command, write.reply))
             .unzip();
-        reply(replies, self.write(Batch::new(commands)).await);
+        reply(replies, self.write(Batch::new(commands), alone).await);
     }
 
     /// Proposes forwarded writes here, together with the local ones, if this member leads.
@@ -203,7 +207,7 @@ impl Proposer {
             .unzip();
         let batch = Batch::new(commands);
         let answers = match self
-            .propose(batch.clone(), Instant::now() + LEADER_WAIT)
+            .propose(batch.clone(), Instant::now() + LEADER_WAIT, false)
             .await
         {
             Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
@@ -244,8 +248,8 @@ impl Proposer {
     }
 
     /// Applies `batch` through the log, on whichever member leads, and returns each write's
-    /// answer.
-    async fn write(&self, batch: Batch) -> Result<Vec<Answer>, ReplicaError> {
+    /// answer; `alone` if no other batch is in flight.
+    async fn write(&self, batch: Batch, alone: bool) -> Result<Vec<Answer>, ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             if !self.lost_quorum(&self.raft.metrics().borrow()) {
@@ -253,7 +257,7 @@ impl Proposer {
                 // the proposal, after a round trip to its core.
                 let leader = match leader_elsewhere(&self.raft) {
                     Some(leader) => leader,
-                    None => match self.propose(batch.clone(), deadline).await {
+                    None => match self.propose(batch.clone(), deadline, alone).await {
                         Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
                         Err(ProposeError::Failed(error)) => return Err(error),
                         Err(ProposeError::NotLeader(leader)) => leader,
@@ -292,6 +296,14 @@ impl Proposer {
         }
     }
 
+    /// Whether this member is the only voter of its cluster.
+    fn only_voter(&self) -> bool {
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
+        let mut voters = metrics.membership_config.membership().voter_ids();
+        voters.next() == Some(metrics.id) && voters.next().is_none()
+    }
+
     /// Whether this member leads and has heard from a quorum lately.
     pub(crate) fn leads(&self) -> bool {
         let receiver = self.raft.metrics();
@@ -302,17 +314,19 @@ impl Proposer {
     }
 
     /// Appends `batch` to the log if this member leads, and waits until `deadline` for it to be
-    /// committed and applied.
+    /// committed and applied. A batch proposed `alone` by the only voter is synced in place.
     async fn propose(
         &self,
         mut batch: Batch,
         deadline: Instant,
+        alone: bool,
     ) -> Result<Vec<Outcome>, ProposeError> {
         let commands = batch.commands.len();
         let truncations = self.truncations.count();
         batch.time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
+        self.in_place_sync.set(alone && self.only_voter());
         let proposed = tokio::time::timeout(
             deadline.saturating_duration_since(Instant::now()),
             self.raft.client_write(batch),

@@ -218,6 +218,7 @@ impl Replica {
             synced: log_store.synced(),
         };
         let truncations = log_store.truncations();
+        let in_place_sync = log_store.in_place_sync();
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -238,6 +239,7 @@ impl Replica {
             truncations,
             settings.election_timeout,
             applied.clone(),
+            in_place_sync,
         );
         let queue = proposer.start_batching();
         Ok(Replica {
