@@ -28,13 +28,14 @@
 //! applies an entry before its sync covers it (`state_machine.rs`), which holds a leader that is
 //! the only voter, whose own report alone commits.
 //!
-//! Except when it is the only voter and has a single write in flight ([`InPlaceSync`]): then
-//! it syncs in place, as a follower does. Nothing could share the flusher's sync, and handing
+//! Except when it is the only voter and proposes a batch of writes with no other in flight
+//! ([`InPlaceSync`]): then it syncs in place, as a follower does. Nothing could share the
+//! flusher's sync, and handing
 //! the entry to the flusher's thread and waiting for it to wake the state machine costs two
 //! thread wake-ups per write (on one member, a single client's put took about 10% less time in
 //! place). With more writes in flight the flusher's shared sync wins (64 clients put 25% less per
-//! second when every append synced in place), and with other voters the leader must send its
-//! entries before it syncs them.
+//! second when every append synced in place), and with other voters the leader should send its
+//! entries before it syncs them, or its fsync and theirs would run one after the other.
 //!
 //! The commit index openraft reports is only a hint, which lets a restarted member apply what it
 //! knows committed before it hears from a leader. It is written with the log's next write (an
@@ -104,8 +105,9 @@ pub struct LogStore {
 }
 
 /// Whether this member's appends as leader sync in place instead of through the flusher: set by
-/// whoever proposes, while this member is the only voter and has a single write in flight. Only
-/// a hint for speed: syncing in place is always safe, and the flusher's sync is safe for a
+/// the proposer for the append of a batch it proposes as the only voter with no other batch in
+/// flight, and cleared once that proposal ends. Only a hint for speed, which a concurrent
+/// proposal may overwrite: syncing in place is always safe, and the flusher's sync is safe for a
 /// leader under the gates described above.
 #[derive(Clone, Default)]
 pub(crate) struct InPlaceSync(Arc<AtomicBool>);

@@ -151,7 +151,8 @@ async fn hand_out_answers(
 
 /// Serves a `Calls` stream: answers each call with `answer`, all of them at once, until the
 /// calls end, the stream breaks, or `stopped` turns true; the stream ends once the calls
-/// already taken are answered. A call `answer` fails is answered with its error. Ending on
+/// already taken are answered. A call `answer` fails is answered with its error, which tells the
+/// caller the call was not acted on: `answer` must fail only before it acts. Ending on
 /// `stopped` lets a server shut down gracefully: it waits for its open streams to end, and the
 /// caller never ends its own.
 pub(crate) fn answer_calls<F, A>(

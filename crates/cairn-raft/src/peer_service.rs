@@ -36,7 +36,8 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
 }
 
-/// Answers one call from a peer: which call, then its argument.
+/// Answers one call from a peer: which call, then its argument. Fails only when it cannot read
+/// the call, before acting on it; every outcome of acting goes back in the answer.
 async fn answer(replica: Replica, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
     let (call, request) = codec::decode_prefix::<PeerCall>(&payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable peer call: {e}")))?;

@@ -170,7 +170,8 @@ impl Proposer {
         }
     }
 
-    /// Writes one batch, `alone` if no other is in flight, and hands each writer its answer.
+    /// Writes one batch, `alone` if no other batch was in flight when it was formed, and hands
+    /// each writer its answer.
     async fn write_and_reply(&self, batch: Vec<Queued>, alone: bool) {
         let (forwarded, local): (Vec<Queued>, Vec<Queued>) =
             batch.into_iter().partition(|write| write.forwarded);
@@ -248,7 +249,7 @@ impl Proposer {
     }
 
     /// Applies `batch` through the log, on whichever member leads, and returns each write's
-    /// answer; `alone` if no other batch is in flight.
+    /// answer; `alone` if no other batch was in flight when it was formed.
     async fn write(&self, batch: Batch, alone: bool) -> Result<Vec<Answer>, ReplicaError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
@@ -331,8 +332,11 @@ impl Proposer {
             deadline.saturating_duration_since(Instant::now()),
             self.raft.client_write(batch),
         )
-        .await
-        .map_err(|_| {
+        .await;
+        // Whatever the outcome, this batch's append is over: entries proposed otherwise (a
+        // membership change, a new term's blank entry) go through the flusher.
+        self.in_place_sync.set(false);
+        let proposed = proposed.map_err(|_| {
             ProposeError::Failed(ReplicaError::Timeout(
                 "the write was not committed in time; it may still be applied".into(),
             ))
