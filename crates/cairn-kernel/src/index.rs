@@ -54,30 +54,28 @@ impl Index {
     }
 
     /// The keys in `range` that exist at `revision`, in key order, with the change that made each
-    /// one what it is then.
-    pub fn visible(&self, range: &KeyRange, revision: Revision) -> Vec<(&[u8], ChangeId)> {
+    /// one what it is then. Lazy: a reader that stops early walks no further.
+    pub fn visible<'a>(
+        &'a self,
+        range: &'a KeyRange,
+        revision: Revision,
+    ) -> impl Iterator<Item = (&'a [u8], ChangeId)> + 'a {
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) = match range {
-            KeyRange::Key(key) => {
-                return self
-                    .keys
-                    .get_key_value(key.as_slice())
-                    .and_then(|(key, history)| {
-                        Some((key.as_slice(), history.visible_at(revision)?))
-                    })
-                    .into_iter()
-                    .collect();
-            }
+            KeyRange::Key(key) => (Bound::Included(key), Bound::Included(key)),
             KeyRange::Interval { start, end } if start < end => (
                 Bound::Included(start.as_slice()),
                 Bound::Excluded(end.as_slice()),
             ),
-            KeyRange::Interval { .. } => return Vec::new(),
+            // Empty, in bounds a B-tree accepts.
+            KeyRange::Interval { start, .. } => (
+                Bound::Included(start.as_slice()),
+                Bound::Excluded(start.as_slice()),
+            ),
             KeyRange::From(start) => (Bound::Included(start.as_slice()), Bound::Unbounded),
         };
         self.keys
             .range::<[u8], _>(bounds)
-            .filter_map(|(key, history)| Some((key.as_slice(), history.visible_at(revision)?)))
-            .collect()
+            .filter_map(move |(key, history)| Some((key.as_slice(), history.visible_at(revision)?)))
     }
 
     /// The change that makes `key` what it is at `revision`, if it exists then: what
@@ -117,7 +115,6 @@ mod tests {
     fn keys_at(index: &Index, range: &KeyRange, revision: Revision) -> Vec<(String, Revision)> {
         index
             .visible(range, revision)
-            .into_iter()
             .map(|(key, id)| (String::from_utf8(key.to_vec()).unwrap(), id.main))
             .collect()
     }

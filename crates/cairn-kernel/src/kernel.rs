@@ -348,7 +348,6 @@ impl Kernel {
         let writes: Vec<ProposedWrite> = self
             .index
             .visible(range, self.revision)
-            .into_iter()
             .map(|(key, _)| ProposedWrite {
                 key: key.to_vec(),
                 value: None,
@@ -628,7 +627,6 @@ impl<'k> Writer<'k> {
             .kernel
             .index
             .visible(&request.range, self.read_revision())
-            .into_iter()
             .map(|(_, id)| id)
             .collect();
         let doomed_kvs = doomed

@@ -5,6 +5,7 @@
 //! succeeds. A call that traps, runs out of fuel or returns an error therefore writes nothing,
 //! whatever it did before.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::error::StorageError;
@@ -66,13 +67,7 @@ impl<'k> CallTxn<'k> {
         let revision = self.context.revision;
         let mut writes = Vec::with_capacity(self.overlay.len());
         for (key, state) in self.overlay {
-            let existed = || {
-                !self
-                    .kernel
-                    .index()
-                    .visible(&KeyRange::Key(key.clone()), revision)
-                    .is_empty()
-            };
+            let existed = || self.kernel.index().visible_key(&key, revision).is_some();
             if state.is_some() || existed() {
                 writes.push((key, state));
             }
@@ -99,22 +94,44 @@ impl<'k> CallTxn<'k> {
         )))
     }
 
-    /// Every live key of `range` in key order, with where its state comes from.
-    fn current(&self, range: &KeyRange) -> BTreeMap<Vec<u8>, Current> {
-        let mut keys: BTreeMap<Vec<u8>, Current> = self
+    /// Every live key of `range` in key order, with where its state comes from: the store's keys
+    /// at the call's revision, merged with the call's own writes, which win. Lazy, so a read that
+    /// stops at its limit walks no further into a range however large.
+    fn current<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> impl Iterator<Item = (&'a [u8], Current)> + 'a {
+        let mut stored = self
             .kernel
             .index()
             .visible(range, self.context.revision)
-            .into_iter()
-            .map(|(key, id)| (key.to_vec(), Current::Stored(id)))
-            .collect();
-        for (key, state) in self.overlay_in(range) {
-            match state {
-                Some(kv) => keys.insert(key.clone(), Current::Written(kv.clone())),
-                None => keys.remove(key),
-            };
-        }
-        keys
+            .peekable();
+        let mut written = self.overlay_in(range).peekable();
+        std::iter::from_fn(move || {
+            loop {
+                let written_first = match (stored.peek(), written.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some((stored_key, _)), Some((written_key, _))) => {
+                        let order = written_key.as_slice().cmp(stored_key);
+                        if order == Ordering::Equal {
+                            // The call's write replaces the stored state.
+                            stored.next();
+                        }
+                        order != Ordering::Greater
+                    }
+                };
+                if !written_first {
+                    let (key, id) = stored.next().expect("peeked");
+                    return Some((key, Current::Stored(id)));
+                }
+                // A key this call deleted is not live: go on to the next.
+                if let (key, Some(kv)) = written.next().expect("peeked") {
+                    return Some((key.as_slice(), Current::Written(kv.clone())));
+                }
+            }
+        })
     }
 
     fn overlay_in<'a>(
@@ -159,8 +176,8 @@ impl PluginHost for CallTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, HostError> {
         let range = KeyRange::Key(key.to_vec());
         self.check_granted(&range)?;
-        match self.current(&range).into_values().next() {
-            Some(current) => Ok(Some(self.load(current)?)),
+        match self.current(&range).next() {
+            Some((_, current)) => Ok(Some(self.load(current)?)),
             None => Ok(None),
         }
     }
@@ -171,21 +188,22 @@ impl PluginHost for CallTxn<'_> {
             0 => RANGE_LIMIT_MAX,
             n => n.min(RANGE_LIMIT_MAX),
         } as usize;
-        let current = self.current(range);
-        let total = current.len();
+        let mut current = self.current(range);
         let mut kvs = Vec::new();
         let mut bytes = 0;
-        for state in current.into_values().take(limit) {
-            if bytes >= RANGE_BYTES_MAX {
-                break;
+        // A read cut short by size says so the way a limit does: `more`, for the caller to go on
+        // from its last key.
+        let more = loop {
+            let Some((_, state)) = current.next() else {
+                break false;
+            };
+            if kvs.len() >= limit || bytes >= RANGE_BYTES_MAX {
+                break true;
             }
             let kv = self.load(state)?;
             bytes += kv.key.len() + kv.value.len();
             kvs.push(kv);
-        }
-        // A read cut short by size says so the way a limit does: `more`, for the caller to go on
-        // from its last key.
-        let more = total > kvs.len();
+        };
         Ok((kvs, more))
     }
 
@@ -221,7 +239,7 @@ impl PluginHost for CallTxn<'_> {
     fn delete_range(&mut self, range: &KeyRange) -> Result<u32, HostError> {
         self.check_writable()?;
         self.check_granted(range)?;
-        let doomed: Vec<Vec<u8>> = self.current(range).into_keys().collect();
+        let doomed: Vec<Vec<u8>> = self.current(range).map(|(key, _)| key.to_vec()).collect();
         for key in &doomed {
             self.overlay.insert(key.clone(), None);
         }
@@ -264,5 +282,86 @@ fn describe(range: &KeyRange) -> String {
         ),
         KeyRange::From(start) if start.is_empty() => "every key".into(),
         KeyRange::From(start) => format!("every key from {:?}", String::from_utf8_lossy(start)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallTxn;
+    use crate::kernel::Kernel;
+    use crate::plugin::{CallContext, PluginHost};
+    use crate::types::{Command, KeyRange, NO_LEASE, PutRequest};
+    use crate::{Durability, Limits};
+
+    /// A kernel holding `a/1` to `a/5`, each with the value `stored`.
+    fn kernel_with_five_keys(dir: &std::path::Path) -> Kernel {
+        let mut kernel = Kernel::open(dir, Limits::default()).unwrap();
+        for (index, key) in (1..).zip(["a/1", "a/2", "a/3", "a/4", "a/5"]) {
+            kernel
+                .apply(index, &Command::Put(PutRequest::new(key, "stored")))
+                .unwrap();
+        }
+        kernel.commit(Durability::Buffered).unwrap();
+        kernel
+    }
+
+    fn read(txn: &mut CallTxn, limit: u32) -> (Vec<String>, bool) {
+        let range = KeyRange::Interval {
+            start: b"a/".to_vec(),
+            end: b"a0".to_vec(),
+        };
+        let (kvs, more) = txn.range(&range, limit).unwrap();
+        let kvs = kvs
+            .into_iter()
+            .map(|kv| {
+                format!(
+                    "{}={}",
+                    String::from_utf8(kv.key).unwrap(),
+                    String::from_utf8(kv.value).unwrap()
+                )
+            })
+            .collect();
+        (kvs, more)
+    }
+
+    #[test]
+    fn a_range_merges_the_calls_writes_over_the_store_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = kernel_with_five_keys(dir.path());
+        let grants = [b"a/".to_vec()];
+        let context = CallContext {
+            now_ms: 0,
+            revision: kernel.revision(),
+            caller: String::new(),
+            lease: NO_LEASE,
+            seed: 0,
+        };
+        let mut txn = CallTxn::new(&kernel, context, &grants, true);
+        txn.put(b"a/2".to_vec(), b"new".to_vec(), NO_LEASE).unwrap();
+        txn.put(b"a/25".to_vec(), b"new".to_vec(), NO_LEASE)
+            .unwrap();
+        txn.put(b"a/0".to_vec(), b"new".to_vec(), NO_LEASE).unwrap();
+        assert_eq!(
+            txn.delete_range(&KeyRange::Key(b"a/4".to_vec())).unwrap(),
+            1
+        );
+        assert_eq!(
+            txn.delete_range(&KeyRange::Key(b"a/5".to_vec())).unwrap(),
+            1
+        );
+        let all = ["a/0=new", "a/1=stored", "a/2=new", "a/25=new", "a/3=stored"];
+        assert_eq!(read(&mut txn, 0), (all.map(String::from).to_vec(), false));
+        assert_eq!(
+            read(&mut txn, 2),
+            (all[..2].iter().map(|s| s.to_string()).collect(), true)
+        );
+        // Exactly the live keys: the deleted ones after them are not more.
+        assert_eq!(read(&mut txn, 5), (all.map(String::from).to_vec(), false));
+        assert_eq!(
+            txn.get(b"a/4").unwrap(),
+            None,
+            "a key the call deleted is gone for it"
+        );
+        assert_eq!(txn.get(b"a/3").unwrap().unwrap().value, b"stored");
     }
 }

@@ -21,7 +21,8 @@ impl Kernel {
         if revision < self.compact_revision() {
             return Err(KvError::Compacted.into());
         }
-        let visible = self.index().visible(&request.range, revision);
+        // etcd reports how many keys the whole range holds, whatever the limit.
+        let visible: Vec<_> = self.index().visible(&request.range, revision).collect();
         let mut response = RangeResponse {
             revision: current,
             kvs: Vec::new(),

@@ -86,8 +86,11 @@ impl Kernel {
     /// an absent key (all zeros), except a value compare, which then fails: etcd cannot tell an
     /// empty value from a missing one on the wire.
     fn compare_holds(&self, compare: &Compare) -> Result<bool, StorageError> {
-        let visible = self.index().visible(&compare.range, self.revision());
-        if visible.is_empty() {
+        let mut visible = self
+            .index()
+            .visible(&compare.range, self.revision())
+            .peekable();
+        if visible.peek().is_none() {
             return Ok(!matches!(compare.target, CompareTarget::Value(_))
                 && compare_kv(compare, &KeyValue::default()));
         }
@@ -104,13 +107,10 @@ impl Kernel {
             match (op, nested) {
                 (RequestOp::Txn(inner), Some(inner_path)) => self.check_puts(inner, inner_path)?,
                 (RequestOp::Put(put), _) => {
-                    let exists = !self
+                    let exists = self
                         .index()
-                        .visible(
-                            &crate::types::KeyRange::Key(put.key.clone()),
-                            self.revision(),
-                        )
-                        .is_empty();
+                        .visible_key(&put.key, self.revision())
+                        .is_some();
                     if (put.ignore_value || put.ignore_lease) && !exists {
                         return Err(KvError::KeyNotFound);
                     }
