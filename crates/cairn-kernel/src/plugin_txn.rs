@@ -38,9 +38,9 @@ pub(crate) struct CallTxn<'k> {
 }
 
 /// Where a key's current state comes from during a call.
-enum Current {
+enum Current<'a> {
     Stored(crate::storage::ChangeId),
-    Written(KeyValue),
+    Written(&'a KeyValue),
 }
 
 impl<'k> CallTxn<'k> {
@@ -100,7 +100,7 @@ impl<'k> CallTxn<'k> {
     fn current<'a>(
         &'a self,
         range: &'a KeyRange,
-    ) -> impl Iterator<Item = (&'a [u8], Current)> + 'a {
+    ) -> impl Iterator<Item = (&'a [u8], Current<'a>)> + 'a {
         let mut stored = self
             .kernel
             .index()
@@ -128,7 +128,7 @@ impl<'k> CallTxn<'k> {
                 }
                 // A key this call deleted is not live: go on to the next.
                 if let (key, Some(kv)) = written.next().expect("peeked") {
-                    return Some((key.as_slice(), Current::Written(kv.clone())));
+                    return Some((key.as_slice(), Current::Written(kv)));
                 }
             }
         })
@@ -148,10 +148,10 @@ impl<'k> CallTxn<'k> {
             })
     }
 
-    fn load(&self, current: Current) -> Result<KeyValue, StorageError> {
+    fn load(&self, current: Current<'_>) -> Result<KeyValue, StorageError> {
         match current {
             Current::Stored(id) => self.kernel.load(id),
-            Current::Written(kv) => Ok(kv),
+            Current::Written(kv) => Ok(kv.clone()),
         }
     }
 

@@ -30,12 +30,12 @@
 //!
 //! Except when it is the only voter and proposes a batch of writes with no other in flight
 //! ([`InPlaceSync`]): then it syncs in place, as a follower does. Nothing could share the
-//! flusher's sync, and handing
-//! the entry to the flusher's thread and waiting for it to wake the state machine costs two
-//! thread wake-ups per write (on one member, a single client's put took about 10% less time in
-//! place). With more writes in flight the flusher's shared sync wins (64 clients put 25% less per
-//! second when every append synced in place), and with other voters the leader should send its
-//! entries before it syncs them, or its fsync and theirs would run one after the other.
+//! flusher's sync, and handing the entry to the flusher's thread and waiting for it to wake the
+//! state machine costs two thread wake-ups per write (on one member, a single client's put took
+//! about 10% less time in place). With more writes in flight the flusher's shared sync wins (64
+//! clients put 25% less per second when every append synced in place), and with other voters the
+//! leader should send its entries before it syncs them, or its fsync and theirs would run one
+//! after the other.
 //!
 //! The commit index openraft reports is only a hint, which lets a restarted member apply what it
 //! knows committed before it hears from a leader. It is written with the log's next write (an

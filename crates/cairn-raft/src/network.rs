@@ -803,10 +803,12 @@ mod tests {
     async fn a_call_the_peer_refuses_fails_alone_and_the_stream_goes_on() {
         let (peer, url, peers) = calls_to_new_peer().await;
         let timeout = Duration::from_secs(5);
-        let (waiting, refused) = tokio::join!(call_waiting(&peers, &url, 300, timeout), async {
+        let refused_later = async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             call_waiting(&peers, &url, REFUSED_CALL, timeout).await
-        },);
+        };
+        let (waiting, refused) =
+            tokio::join!(call_waiting(&peers, &url, 300, timeout), refused_later);
         match refused {
             Err(CallError::Rejected { reason, .. }) => {
                 assert!(reason.contains("refused on purpose"), "{reason}")
