@@ -10,6 +10,7 @@
 //! alpha for over thirty releases, each free to change the storage and network traits this crate
 //! implements.
 
+mod answer_slot;
 mod applied;
 mod codec;
 mod log_store;

@@ -16,6 +16,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::answer_slot::AnswerSlot;
 use crate::applied::AppliedLog;
 use crate::codec;
 use crate::log_store::{InPlaceSync, Truncations};
@@ -23,7 +24,7 @@ use crate::network::{CallError, PeerCall, Peers};
 use crate::replica::{
     LEADER_WAIT, ReplicaError, dropped_from_log, leader_elsewhere, leader_url, pause_or_give_up,
 };
-use crate::types::{Batch, Member, MemberId, Raft};
+use crate::types::{Applied, Batch, Member, MemberId, Raft};
 
 /// Most commands in one log entry.
 const BATCH_COMMANDS_MAX: usize = 1024;
@@ -327,10 +328,12 @@ impl Proposer {
         batch.time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
+        let (slot, answered) = AnswerSlot::new();
+        batch.answer = Some(slot);
         self.in_place_sync.set(alone && self.only_voter());
         let proposed = tokio::time::timeout(
             deadline.saturating_duration_since(Instant::now()),
-            self.raft.client_write(batch),
+            answered_or_written(&self.raft, batch, answered),
         )
         .await;
         // Whatever the outcome, this batch's append is over: entries proposed otherwise (a
@@ -342,9 +345,9 @@ impl Proposer {
             ))
         })?;
         match proposed {
-            Ok(written) => {
-                assert_eq!(written.data.len(), commands, "one outcome per command");
-                Ok(written.data)
+            Ok(outcomes) => {
+                assert_eq!(outcomes.len(), commands, "one outcome per command");
+                Ok(outcomes)
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
                 if self.truncations.count() != truncations =>
@@ -358,6 +361,37 @@ impl Proposer {
                 error.to_string(),
             ))),
             Err(RaftError::Fatal(_)) => Err(ProposeError::Failed(ReplicaError::Stopped)),
+        }
+    }
+}
+
+/// Proposes `batch` and returns its outcomes as soon as the state machine puts them in the
+/// batch's slot, or as openraft answers if it never does (the entry was not applied here).
+async fn answered_or_written(
+    raft: &Raft,
+    batch: Batch,
+    mut answered: oneshot::Receiver<Applied>,
+) -> Result<Applied, RaftError<MemberId, ClientWriteError<MemberId, Member>>> {
+    let raft = raft.clone();
+    let mut written = Box::pin(async move { raft.client_write(batch).await });
+    tokio::select! {
+        Ok(outcomes) = &mut answered => {
+            // openraft's own answer follows. Awaited elsewhere, it finds its caller still there:
+            // openraft warns of every answer it cannot deliver.
+            tokio::spawn(written);
+            Ok(outcomes)
+        }
+        written = &mut written => {
+            let written = written?;
+            if written.data.is_empty() {
+                // The state machine filled the slot before it answered openraft, so both were
+                // ready and the outcomes are in the slot.
+                Ok(answered
+                    .await
+                    .expect("the state machine filled the slot when it gave openraft no outcomes"))
+            } else {
+                Ok(written.data)
+            }
         }
     }
 }

@@ -230,6 +230,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let revision_before = kernel.revision();
         let mut applied = applied_of(&kernel)?;
         let mut responses = Vec::new();
+        // Entries this member proposed, by position in `responses`, with their proposers' slots.
+        let mut answers = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
             let response = match entry.payload {
@@ -238,19 +240,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     applied.membership = StoredMembership::new(Some(log_id), membership);
                     Vec::new()
                 }
-                EntryPayload::Normal(batch) => kernel
-                    .apply_batch(log_id.index, batch.time_ms, &batch.commands)
-                    .map_err(|error| StorageIOError::apply(log_id, &error))?,
+                EntryPayload::Normal(batch) => {
+                    if let Some(slot) = batch.answer {
+                        answers.push((responses.len(), slot));
+                    }
+                    kernel
+                        .apply_batch(log_id.index, batch.time_ms, &batch.commands)
+                        .map_err(|error| StorageIOError::apply(log_id, &error))?
+                }
             };
             applied.last_applied = Some(log_id);
             responses.push(response);
         }
-        // Announced before the commit's write: whoever waits for it reads the kernel only through
-        // its lock, which this holds until the commit is done, and its waking overlaps the write.
-        // Should the write fail, apply returns the error and openraft stops this member.
+        // Announced, and this member's proposers answered, before the commit's write: whoever
+        // waits reads the kernel only through its lock, which this holds until the commit is
+        // done. Should the write fail, apply returns the error and openraft stops this member.
+        // The announcement comes first, so the applied index a forwarded write's answer carries
+        // covers the write.
         if let Some(last) = applied.last_applied {
             self.applied.publish(last.index);
         }
+        for (position, slot) in answers {
+            // openraft passes on an empty answer; the proposer has the real one.
+            if let Err(unsent) = slot.fill(std::mem::take(&mut responses[position])) {
+                responses[position] = unsent;
+            }
+        }
+        // tokio runs a task woken here on this thread, and only once this one stops: yielding
+        // lets the waiters answer their clients while the commit's write waits, instead of
+        // after it.
+        tokio::task::yield_now().await;
         kernel.set_replication_state(codec::encode(&applied));
         kernel
             .commit(Durability::Buffered)
@@ -534,25 +553,34 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use cairn_kernel::Limits;
+    use cairn_kernel::{Command, CommandResponse, Kernel, Limits, PutRequest};
     use openraft::storage::RaftStateMachine;
     use openraft::{CommittedLeaderId, EntryPayload};
     use tokio::sync::{RwLock, broadcast, watch};
 
     use super::{StateDirs, StateMachine, open_kernel};
-    use crate::applied::applied_log;
+    use crate::answer_slot::AnswerSlot;
+    use crate::applied::{AppliedLog, applied_log};
     use crate::synced::SyncedLog;
-    use crate::types::{Entry, LogId};
+    use crate::types::{Batch, Entry, LogId};
 
-    #[tokio::test]
-    async fn an_entry_is_applied_and_announced_only_once_the_log_is_synced_through_it() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A state machine over a fresh kernel in `dir`, with its kernel, the sender of how far the
+    /// log is synced, and the applied index it publishes.
+    fn state_machine(
+        dir: &tempfile::TempDir,
+    ) -> (
+        StateMachine,
+        Arc<RwLock<Kernel>>,
+        watch::Sender<Option<LogId>>,
+        AppliedLog,
+    ) {
         let dirs = StateDirs::new(dir.path());
         let (kernel, name) = open_kernel(&dirs, Limits::default()).unwrap();
+        let kernel = Arc::new(RwLock::new(kernel));
         let (synced, synced_receiver) = watch::channel(None);
         let (publisher, applied) = applied_log(0);
-        let mut state_machine = StateMachine::new(
-            Arc::new(RwLock::new(kernel)),
+        let state_machine = StateMachine::new(
+            kernel.clone(),
             name,
             dirs,
             Limits::default(),
@@ -560,10 +588,20 @@ mod tests {
             SyncedLog::new(synced_receiver),
             publisher,
         );
-        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+        (state_machine, kernel, synced, applied)
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_applied_and_announced_only_once_the_log_is_synced_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state_machine, _, synced, applied) = state_machine(&dir);
         let applying = tokio::spawn(async move {
             let entry = Entry {
-                log_id,
+                log_id: log_id(1),
                 payload: EntryPayload::Blank,
             };
             state_machine.apply([entry]).await.unwrap();
@@ -577,8 +615,58 @@ mod tests {
             !waiting.is_finished(),
             "announced before the log was synced"
         );
-        synced.send_replace(Some(log_id));
-        assert_eq!(applying.await.unwrap(), Some(log_id));
+        synced.send_replace(Some(log_id(1)));
+        assert_eq!(applying.await.unwrap(), Some(log_id(1)));
         waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_proposer_has_its_outcomes_from_its_slot_before_the_commit_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state_machine, kernel, synced, applied) = state_machine(&dir);
+        synced.send_replace(Some(log_id(3)));
+        let entry = |index, answer| {
+            let mut batch = Batch::new(vec![Command::Put(PutRequest::new("k", "v"))]);
+            batch.answer = answer;
+            Entry {
+                log_id: log_id(index),
+                payload: EntryPayload::Normal(batch),
+            }
+        };
+        let (slot, answered) = AnswerSlot::new();
+        let (abandoned_slot, abandoned) = AnswerSlot::new();
+        drop(abandoned);
+        // The test runtime has one thread: the proposer runs only when apply lets it.
+        let proposer = tokio::spawn(async move {
+            let outcomes = answered.await.expect("the slot is filled");
+            (outcomes, applied.current(), kernel.try_read().is_err())
+        });
+        let responses = state_machine
+            .apply([
+                entry(1, Some(slot)),
+                entry(2, Some(abandoned_slot)),
+                entry(3, None),
+            ])
+            .await
+            .unwrap();
+        let (outcomes, applied_then, kernel_locked_then) = proposer.await.unwrap();
+        assert!(
+            matches!(outcomes[..], [Ok(CommandResponse::Put(_))]),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            applied_then, 3,
+            "announced before the proposer was answered"
+        );
+        assert!(
+            kernel_locked_then,
+            "the proposer was answered only after the commit was written"
+        );
+        assert!(
+            responses[0].is_empty(),
+            "openraft had the slot's outcomes too"
+        );
+        assert_eq!(responses[1].len(), 1, "outcomes nobody took are openraft's");
+        assert_eq!(responses[2].len(), 1, "outcomes of an entry without a slot");
     }
 }

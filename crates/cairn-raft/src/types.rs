@@ -6,6 +6,8 @@ use std::sync::Arc;
 use cairn_kernel::{Command, CommandResponse, Event, KvError, Revision};
 use serde::{Deserialize, Serialize};
 
+use crate::answer_slot::AnswerSlot;
+
 /// A member's ID: etcd's member ID, used as the Raft node ID.
 pub type MemberId = u64;
 
@@ -36,6 +38,10 @@ pub struct Batch {
     /// Shared, so that a batch kept for a retry, or an entry the log keeps and hands to
     /// replication, costs no copy of its commands.
     pub commands: Arc<Vec<Command>>,
+    /// Where the proposer waits for the outcomes, on the member that proposed the batch and only
+    /// in its memory (see `answer_slot`).
+    #[serde(skip)]
+    pub(crate) answer: Option<AnswerSlot>,
 }
 
 impl Batch {
@@ -43,6 +49,7 @@ impl Batch {
         Batch {
             time_ms: 0,
             commands: Arc::new(commands),
+            answer: None,
         }
     }
 }
