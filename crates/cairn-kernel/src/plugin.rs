@@ -222,7 +222,8 @@ pub struct LoadedPlugin<'a> {
     pub limits: PluginLimits,
 }
 
-/// Deploys `component` as plugin `name`, replacing any version deployed under that name.
+/// Deploys `component` as plugin `name`, replacing any version deployed under that name; the
+/// prefixes that version validates stay bound.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginDeployRequest {
     pub name: String,

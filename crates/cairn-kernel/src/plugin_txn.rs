@@ -86,11 +86,7 @@ impl<'k> CallTxn<'k> {
         Err(HostError::Denied(format!(
             "{} is outside the granted prefixes [{}]",
             describe(range),
-            self.grants
-                .iter()
-                .map(|p| format!("{:?}", String::from_utf8_lossy(p)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted(self.grants)
         )))
     }
 
@@ -270,6 +266,15 @@ pub(crate) fn proposed(writes: &[KeyWrite]) -> Vec<ProposedWrite> {
             value: state.as_ref().map(|kv| kv.value.clone()),
         })
         .collect()
+}
+
+/// Key prefixes as messages name them: each quoted, comma-separated.
+pub(crate) fn quoted(prefixes: &[Vec<u8>]) -> String {
+    prefixes
+        .iter()
+        .map(|prefix| format!("{:?}", String::from_utf8_lossy(prefix)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe(range: &KeyRange) -> String {

@@ -28,7 +28,8 @@ pub struct PluginArgs {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Deploy a component as plugin NAME, replacing the version deployed under that name.
+    /// Deploy a component as plugin NAME, replacing the version deployed under that name; the
+    /// new version stays bound to the prefixes the old one validates.
     Deploy {
         name: String,
         /// The component (.wasm).
@@ -49,7 +50,7 @@ enum PluginCommand {
     Describe { name: String },
     /// Remove a plugin, with its bindings.
     Rm { name: String },
-    /// Bind a validator plugin to every write under PREFIX.
+    /// Bind a validator plugin to every write under PREFIX; the binding outlives redeploys.
     Bind {
         name: String,
         prefix: String,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn_kernel::Command;
 use cairn_kernel::PluginDeployRequest;
-use cairn_kernel::plugin::Digest;
+use cairn_kernel::plugin::{Digest, PluginRecord};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tonic::Code;
@@ -92,11 +92,7 @@ async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Diges
         }
         let deployed = node.replica.kernel().read().await.plugin(&name);
         let request = &candidate.request;
-        if deployed.is_some_and(|d| {
-            d.digest == Digest::of(&request.component)
-                && d.version == request.version
-                && d.manifest == request.manifest
-        }) {
+        if deployed.is_some_and(|deployed| already_deployed(&deployed, request)) {
             handled.insert(name, candidate.identity);
             continue;
         }
@@ -117,6 +113,17 @@ async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Diges
             }
         }
     }
+}
+
+/// Whether deploying `request` would leave `deployed` as it is. A deploy keeps the prefixes the
+/// deployed version validates, so prefixes bound since are no difference.
+fn already_deployed(deployed: &PluginRecord, request: &PluginDeployRequest) -> bool {
+    let (have, want) = (&deployed.manifest, &request.manifest);
+    deployed.digest == Digest::of(&request.component)
+        && deployed.version == request.version
+        && have.prefixes == want.prefixes
+        && have.limits == want.limits
+        && want.hooks.iter().all(|hook| have.hooks.contains(hook))
 }
 
 fn read_dir(dir: &Path) -> std::io::Result<Vec<Result<Candidate, String>>> {
@@ -162,4 +169,57 @@ fn candidate(path: &Path) -> Result<Candidate, String> {
             engine: cairn_wasm::engine_name(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_kernel::plugin::{Exports, Manifest};
+
+    use super::*;
+
+    fn request(version: &str, hooks: &[&str]) -> PluginDeployRequest {
+        PluginDeployRequest {
+            name: "json".into(),
+            version: version.into(),
+            component: b"component".to_vec(),
+            manifest: Manifest {
+                prefixes: vec![b"config/".to_vec()],
+                hooks: hooks.iter().map(|hook| hook.as_bytes().to_vec()).collect(),
+                ..Manifest::default()
+            },
+            engine: "wasmtime".into(),
+        }
+    }
+
+    fn deployed(hooks: &[&str]) -> PluginRecord {
+        let request = request("1", hooks);
+        PluginRecord {
+            name: request.name,
+            version: request.version,
+            digest: Digest::of(&request.component),
+            size: request.component.len() as u64,
+            exports: Exports {
+                recipe: false,
+                validator: true,
+            },
+            manifest: request.manifest,
+            deployed_index: 7,
+            engine: request.engine,
+        }
+    }
+
+    #[test]
+    fn prefixes_bound_since_the_files_were_deployed_are_no_reason_to_deploy_them_again() {
+        let bound_since = deployed(&["config/", "schemas/"]);
+        assert!(already_deployed(&bound_since, &request("1", &["config/"])));
+        assert!(already_deployed(&bound_since, &request("1", &[])));
+        assert!(!already_deployed(
+            &deployed(&[]),
+            &request("1", &["config/"])
+        ));
+        assert!(!already_deployed(&bound_since, &request("2", &["config/"])));
+        let mut other_component = request("1", &["config/"]);
+        other_component.component = b"another".to_vec();
+        assert!(!already_deployed(&bound_since, &other_component));
+    }
 }
