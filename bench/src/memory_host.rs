@@ -76,12 +76,20 @@ impl PluginHost for MemoryHost {
         Ok(())
     }
 
-    fn delete_range(&mut self, range: &KeyRange) -> Result<u32, HostError> {
-        let doomed: Vec<Vec<u8>> = self.keys_in(range).map(|kv| kv.key.clone()).collect();
+    fn delete_range(&mut self, range: &KeyRange, most: u32) -> Result<Option<u32>, HostError> {
+        let most = most as usize;
+        let doomed: Vec<Vec<u8>> = self
+            .keys_in(range)
+            .map(|kv| kv.key.clone())
+            .take(most.saturating_add(1))
+            .collect();
+        if doomed.len() > most {
+            return Ok(None);
+        }
         for key in &doomed {
             self.kvs.remove(key);
         }
-        Ok(doomed.len() as u32)
+        Ok(Some(doomed.len() as u32))
     }
 
     fn log(&mut self, _message: String) {}

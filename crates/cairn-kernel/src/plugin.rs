@@ -155,7 +155,11 @@ pub trait PluginHost {
     /// remain.
     fn range(&mut self, range: &KeyRange, limit: u32) -> Result<(Vec<KeyValue>, bool), HostError>;
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: LeaseId) -> Result<(), HostError>;
-    fn delete_range(&mut self, range: &KeyRange) -> Result<u32, HostError>;
+    /// Deletes every live key of `range` and returns how many, unless there are more than
+    /// `most`: then it deletes nothing, having looked at no more than `most + 1` keys, and
+    /// returns `None`. The caller sets `most` to what it can still pay for, so a call cannot make
+    /// the host walk a huge range it would fail on anyway.
+    fn delete_range(&mut self, range: &KeyRange, most: u32) -> Result<Option<u32>, HostError>;
     /// Keeps a message for the caller; the host bounds how many it keeps.
     fn log(&mut self, message: String);
 }

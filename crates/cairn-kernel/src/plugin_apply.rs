@@ -536,8 +536,9 @@ mod tests {
                     .unwrap_or_default()),
                 "delete" => {
                     let deleted = host
-                        .delete_range(&KeyRange::Key(text.into_bytes()))
-                        .map_err(refused)?;
+                        .delete_range(&KeyRange::Key(text.into_bytes()), u32::MAX)
+                        .map_err(refused)?
+                        .expect("one key is never more than the most");
                     Ok(deleted.to_string().into_bytes())
                 }
                 other => Err(PluginFailure::Returned(format!("unknown function {other}"))),

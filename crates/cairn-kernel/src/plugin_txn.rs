@@ -232,14 +232,23 @@ impl PluginHost for CallTxn<'_> {
         Ok(())
     }
 
-    fn delete_range(&mut self, range: &KeyRange) -> Result<u32, HostError> {
+    fn delete_range(&mut self, range: &KeyRange, most: u32) -> Result<Option<u32>, HostError> {
         self.check_writable()?;
         self.check_granted(range)?;
-        let doomed: Vec<Vec<u8>> = self.current(range).map(|(key, _)| key.to_vec()).collect();
-        for key in &doomed {
-            self.overlay.insert(key.clone(), None);
+        let most = most as usize;
+        let doomed: Vec<Vec<u8>> = self
+            .current(range)
+            .map(|(key, _)| key.to_vec())
+            .take(most.saturating_add(1))
+            .collect();
+        if doomed.len() > most {
+            return Ok(None);
         }
-        Ok(doomed.len() as u32)
+        let deleted = doomed.len() as u32;
+        for key in doomed {
+            self.overlay.insert(key, None);
+        }
+        Ok(Some(deleted))
     }
 
     fn log(&mut self, mut message: String) {
@@ -329,30 +338,52 @@ mod tests {
         (kvs, more)
     }
 
-    #[test]
-    fn a_range_merges_the_calls_writes_over_the_store_in_key_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let kernel = kernel_with_five_keys(dir.path());
-        let grants = [b"a/".to_vec()];
-        let context = CallContext {
+    fn context(kernel: &Kernel) -> CallContext {
+        CallContext {
             now_ms: 0,
             revision: kernel.revision(),
             caller: String::new(),
             lease: NO_LEASE,
             seed: 0,
+        }
+    }
+
+    #[test]
+    fn a_delete_of_more_keys_than_it_may_remove_removes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = kernel_with_five_keys(dir.path());
+        let grants = [b"a/".to_vec()];
+        let mut txn = CallTxn::new(&kernel, context(&kernel), &grants, true);
+        txn.put(b"a/6".to_vec(), b"new".to_vec(), NO_LEASE).unwrap();
+        let every_key = KeyRange::Interval {
+            start: b"a/".to_vec(),
+            end: b"a0".to_vec(),
         };
-        let mut txn = CallTxn::new(&kernel, context, &grants, true);
+        assert_eq!(txn.delete_range(&every_key, 5).unwrap(), None);
+        assert_eq!(read(&mut txn, 0).0.len(), 6, "a key was deleted");
+        assert_eq!(txn.delete_range(&every_key, 6).unwrap(), Some(6));
+        assert_eq!(read(&mut txn, 0), (Vec::new(), false));
+    }
+
+    #[test]
+    fn a_range_merges_the_calls_writes_over_the_store_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = kernel_with_five_keys(dir.path());
+        let grants = [b"a/".to_vec()];
+        let mut txn = CallTxn::new(&kernel, context(&kernel), &grants, true);
         txn.put(b"a/2".to_vec(), b"new".to_vec(), NO_LEASE).unwrap();
         txn.put(b"a/25".to_vec(), b"new".to_vec(), NO_LEASE)
             .unwrap();
         txn.put(b"a/0".to_vec(), b"new".to_vec(), NO_LEASE).unwrap();
         assert_eq!(
-            txn.delete_range(&KeyRange::Key(b"a/4".to_vec())).unwrap(),
-            1
+            txn.delete_range(&KeyRange::Key(b"a/4".to_vec()), u32::MAX)
+                .unwrap(),
+            Some(1)
         );
         assert_eq!(
-            txn.delete_range(&KeyRange::Key(b"a/5".to_vec())).unwrap(),
-            1
+            txn.delete_range(&KeyRange::Key(b"a/5".to_vec()), 1)
+                .unwrap(),
+            Some(1)
         );
         let all = ["a/0=new", "a/1=stored", "a/2=new", "a/25=new", "a/3=stored"];
         assert_eq!(read(&mut txn, 0), (all.map(String::from).to_vec(), false));

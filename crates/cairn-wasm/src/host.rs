@@ -61,10 +61,15 @@ impl CallState {
     fn charge(&mut self, units: u64) -> wasmtime::Result<()> {
         self.host_work = self.host_work.saturating_add(units);
         if self.host_work > self.host_budget {
-            self.host_budget_spent = true;
-            return Err(wasmtime::Error::msg("host work over the call's fuel"));
+            return Err(self.spent());
         }
         Ok(())
+    }
+
+    /// Marks the budget spent, and gives the trap that ends the call.
+    fn spent(&mut self) -> wasmtime::Error {
+        self.host_budget_spent = true;
+        wasmtime::Error::msg("host work over the call's fuel")
     }
 
     /// Turns a host refusal into the guest's error, or a store failure into a trap.
@@ -184,10 +189,17 @@ impl kv::Host for CallState {
     ) -> wasmtime::Result<Result<u32, kv::KvError>> {
         self.charge(KV_CALL_UNITS + (start.len() + end.len()) as u64)?;
         let range = KeyRange::from_etcd(start, end);
-        let result = self.host().delete_range(&range);
-        if let Ok(deleted) = &result {
-            self.charge(KV_KEY_UNITS * u64::from(*deleted))?;
-        }
+        let affordable = self.host_budget.saturating_sub(self.host_work) / KV_KEY_UNITS;
+        let most = u32::try_from(affordable).unwrap_or(u32::MAX);
+        let result = match self.host().delete_range(&range, most) {
+            Ok(Some(deleted)) => {
+                self.charge(KV_KEY_UNITS * u64::from(deleted))?;
+                Ok(deleted)
+            }
+            // More keys than the fuel left pays for: the call fails as if it had deleted them.
+            Ok(None) => return Err(self.spent()),
+            Err(refused) => Err(refused),
+        };
         self.answer(result)
     }
 }
