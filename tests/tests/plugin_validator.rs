@@ -42,6 +42,8 @@ async fn a_json_validator_guards_its_prefix_against_every_kind_of_write() {
     assert_eq!(ctl.ok(&["del", "config/a"]), "1\n");
     assert_eq!(config_on_every_member(&cluster).await, "");
 
+    a_redeploy_keeps_the_binding(&cluster, &mut admin).await;
+
     let unbound = bind(&mut admin, true).await;
     assert!(unbound.manifest.unwrap().hooks.is_empty());
     assert_eq!(ctl.ok(&["put", "config/b", "not json"]), "OK\n");
@@ -64,6 +66,34 @@ async fn bind(admin: &mut PluginsClient<Channel>, unbind: bool) -> pb::PluginInf
         .into_inner()
         .plugin
         .unwrap()
+}
+
+/// A new version of the validator, deployed with a manifest that binds nothing, still validates
+/// the prefix its predecessor was bound to; a component that cannot validate is refused while
+/// it is bound, and the version that can keeps serving.
+async fn a_redeploy_keeps_the_binding(cluster: &Cluster, admin: &mut PluginsClient<Channel>) {
+    let redeployed = deploy(admin, VALIDATOR, "json-validator", manifest(&[PREFIX]))
+        .await
+        .unwrap();
+    assert_eq!(redeployed.replaced, "1");
+    assert_eq!(
+        redeployed.plugin.unwrap().manifest.unwrap().hooks,
+        [PREFIX.as_bytes()]
+    );
+    an_invalid_put_is_refused_through_every_member(cluster).await;
+
+    let refused = deploy(admin, VALIDATOR, "noop", manifest(&[PREFIX]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("cairn:plugin/validator")
+            && refused.message().contains(r#"["config/"]"#)
+            && refused.message().contains("bind --unbind"),
+        "{}",
+        refused.message()
+    );
+    an_invalid_put_is_refused_through_every_member(cluster).await;
 }
 
 /// Validators run in apply, so each member, leader or not, must answer the same refusal.

@@ -147,6 +147,15 @@ pub enum HostError {
     Storage(#[from] StorageError),
 }
 
+/// Key prefixes as messages name them: each quoted, comma-separated.
+pub fn quoted_prefixes(prefixes: &[Vec<u8>]) -> String {
+    prefixes
+        .iter()
+        .map(|prefix| format!("{:?}", String::from_utf8_lossy(prefix)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The store as a plugin call sees it: the call's transaction, confined to its manifest.
 pub trait PluginHost {
     fn context(&self) -> &CallContext;
@@ -226,8 +235,7 @@ pub struct LoadedPlugin<'a> {
     pub limits: PluginLimits,
 }
 
-/// Deploys `component` as plugin `name`, replacing any version deployed under that name; the
-/// prefixes that version validates stay bound.
+/// Deploys `component` as plugin `name`, replacing any version deployed under that name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginDeployRequest {
     pub name: String,

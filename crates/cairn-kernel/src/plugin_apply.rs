@@ -169,27 +169,13 @@ impl Kernel {
         }
         if !request.manifest.hooks.is_empty() && !exports.validator {
             return Err(KvError::PluginRefused(format!(
-                "the manifest binds hooks but component {digest} does not export \
-                 cairn:plugin/validator"
+                "the manifest binds hooks [{}] but component {digest} does not export \
+                 cairn:plugin/validator",
+                crate::plugin::quoted_prefixes(&request.manifest.hooks)
             ))
             .into());
         }
         let mut manifest = request.manifest.clone();
-        // Bindings belong to the plugin, not to one version of it: a new version keeps every
-        // prefix the one it replaces validates, and may add its manifest's.
-        if let Some(deployed) = self.plugins.get(&request.name) {
-            let bound = &deployed.manifest.hooks;
-            if !bound.is_empty() && !exports.validator {
-                return Err(KvError::PluginRefused(format!(
-                    "plugin {:?} validates [{}] but component {digest} does not export \
-                     cairn:plugin/validator; unbind those prefixes first",
-                    request.name,
-                    crate::plugin_txn::quoted(bound)
-                ))
-                .into());
-            }
-            manifest.hooks.extend(bound.iter().cloned());
-        }
         manifest.hooks.sort();
         manifest.hooks.dedup();
         let record = PluginRecord {
@@ -592,21 +578,9 @@ mod tests {
         }
 
         fn deploy(&mut self, name: &str, component: &[u8], prefixes: &[&str], hooks: &[&str]) {
-            self.deploy_version(name, "1", component, prefixes, hooks)
-                .unwrap();
-        }
-
-        fn deploy_version(
-            &mut self,
-            name: &str,
-            version: &str,
-            component: &[u8],
-            prefixes: &[&str],
-            hooks: &[&str],
-        ) -> Result<CommandResponse, Error> {
             self.apply(Command::PluginDeploy(PluginDeployRequest {
                 name: name.into(),
-                version: version.into(),
+                version: "1".into(),
                 component: component.to_vec(),
                 manifest: Manifest {
                     prefixes: prefixes.iter().map(|p| p.as_bytes().to_vec()).collect(),
@@ -615,25 +589,7 @@ mod tests {
                 },
                 engine: "scripted 1".into(),
             }))
-        }
-
-        fn bind(&mut self, name: &str, prefix: &str, bound: bool) {
-            self.apply(Command::PluginBind(PluginBindRequest {
-                name: name.into(),
-                prefix: prefix.as_bytes().to_vec(),
-                bound,
-            }))
             .unwrap();
-        }
-
-        fn hooks(&self, name: &str) -> Vec<String> {
-            let record = self.kernel.plugin(name).expect("deployed");
-            record
-                .manifest
-                .hooks
-                .iter()
-                .map(|hook| String::from_utf8(hook.clone()).unwrap())
-                .collect()
         }
 
         fn call(&mut self, function: &str, input: &str) -> Result<PluginCallResponse, Error> {
@@ -863,55 +819,14 @@ mod tests {
         assert_eq!(store.kernel.revision(), revision);
         assert_eq!(store.value("c/t1"), None);
 
-        store.bind("json", "c/", false);
+        store
+            .apply(Command::PluginBind(PluginBindRequest {
+                name: "json".into(),
+                prefix: b"c/".to_vec(),
+                bound: false,
+            }))
+            .unwrap();
         store.apply(put("c/no", "bad")).unwrap();
-    }
-
-    #[test]
-    fn a_new_version_keeps_validating_what_its_predecessor_was_bound_to() {
-        let mut store = Store::new();
-        store.deploy("json", b"validator", &[], &["c/"]);
-        store.bind("json", "d/", true);
-        store
-            .deploy_version("json", "2", b"validator", &[], &["e/"])
-            .unwrap();
-        assert_eq!(store.hooks("json"), ["c/", "d/", "e/"]);
-        assert_eq!(store.kernel.plugin("json").unwrap().version, "2");
-        for key in ["c/x", "d/x", "e/x"] {
-            assert!(
-                matches!(
-                    refusal(store.apply(Command::Put(PutRequest::new(key, "bad")))),
-                    KvError::Rejected { .. }
-                ),
-                "{key} is no longer validated"
-            );
-        }
-
-        store.bind("json", "d/", false);
-        store
-            .deploy_version("json", "3", b"validator", &[], &[])
-            .unwrap();
-        assert_eq!(store.hooks("json"), ["c/", "e/"]);
-    }
-
-    #[test]
-    fn a_version_that_cannot_validate_is_refused_while_its_predecessor_is_bound() {
-        let mut store = Store::new();
-        store.deploy("json", b"validator", &[], &[]);
-        store.bind("json", "c/", true);
-        let refused = refusal(store.deploy_version("json", "2", b"recipe", &[], &[]));
-        assert!(
-            matches!(&refused, KvError::PluginRefused(reason)
-                if reason.contains(r#"["c/"]"#) && reason.contains("unbind")),
-            "{refused}"
-        );
-        assert_eq!(store.kernel.plugin("json").unwrap().version, "1");
-
-        store.bind("json", "c/", false);
-        store
-            .deploy_version("json", "2", b"recipe", &[], &[])
-            .unwrap();
-        assert!(store.hooks("json").is_empty());
     }
 
     #[test]

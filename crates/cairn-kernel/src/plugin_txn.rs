@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use crate::error::StorageError;
 use crate::kernel::Kernel;
-use crate::plugin::{CallContext, HostError, PluginHost, ProposedWrite, within_prefix};
+use crate::plugin::{
+    CallContext, HostError, PluginHost, ProposedWrite, quoted_prefixes, within_prefix,
+};
 use crate::types::{KeyRange, KeyValue, LeaseId, NO_LEASE};
 
 /// Most keys one range read returns, and about the most bytes of keys and values.
@@ -86,7 +88,7 @@ impl<'k> CallTxn<'k> {
         Err(HostError::Denied(format!(
             "{} is outside the granted prefixes [{}]",
             describe(range),
-            quoted(self.grants)
+            quoted_prefixes(self.grants)
         )))
     }
 
@@ -275,15 +277,6 @@ pub(crate) fn proposed(writes: &[KeyWrite]) -> Vec<ProposedWrite> {
             value: state.as_ref().map(|kv| kv.value.clone()),
         })
         .collect()
-}
-
-/// Key prefixes as messages name them: each quoted, comma-separated.
-pub(crate) fn quoted(prefixes: &[Vec<u8>]) -> String {
-    prefixes
-        .iter()
-        .map(|prefix| format!("{:?}", String::from_utf8_lossy(prefix)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn describe(range: &KeyRange) -> String {

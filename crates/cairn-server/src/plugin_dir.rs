@@ -5,7 +5,9 @@
 //! whenever the files change after that, so a new version dropped into the directory goes live
 //! on every replica at the same log index. Acting on changes of the files, not on every
 //! difference, leaves alone what an operator did since (`cairn plugin bind`, `rm`, a deploy by
-//! hand), and keeps members whose directories are out of step from undoing each other. A file
+//! hand), and keeps members whose directories are out of step from undoing each other. A deploy
+//! keeps the prefixes the plugin is bound to, so prefixes bound since are no difference; a
+//! prefix the manifest lists and an operator unbound is, and a member starting binds it again. A file
 //! the cluster refuses (not a component, a forbidden import, a bad manifest) is reported once
 //! and the deployed version keeps serving. Deleting a file removes nothing.
 
@@ -13,7 +15,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn_kernel::Command;
 use cairn_kernel::PluginDeployRequest;
 use cairn_kernel::plugin::{Digest, PluginRecord};
 use notify::{RecursiveMode, Watcher};
@@ -22,7 +23,7 @@ use tonic::Code;
 
 use crate::manifest_file::ManifestFile;
 use crate::node::SharedNode;
-use crate::plugins::manifest_from_wire;
+use crate::plugins::{deploy_keeping_bindings, manifest_from_wire};
 
 /// How long the directory must be quiet before it is read: a copy in progress fires many events.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -96,10 +97,7 @@ async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Diges
             handled.insert(name, candidate.identity);
             continue;
         }
-        match node
-            .propose(Command::PluginDeploy(candidate.request.clone()))
-            .await
-        {
+        match deploy_keeping_bindings(node, candidate.request.clone()).await {
             Ok(_) => {
                 handled.insert(name.clone(), candidate.identity);
                 tracing::info!(plugin = %name, version = %request.version, "deployed from the plugin directory");

@@ -6,7 +6,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_kernel::plugin::{Manifest, PluginLimits, PluginRecord};
+use cairn_kernel::plugin::{
+    Manifest, PluginDeployResponse, PluginLimits, PluginRecord, quoted_prefixes,
+};
 use cairn_kernel::{
     Command, CommandResponse, PluginBindRequest, PluginCallRequest, PluginDeployRequest,
     PluginRemoveRequest, Revision,
@@ -14,7 +16,7 @@ use cairn_kernel::{
 use cairn_proto::cairn_v1 as pb;
 use cairn_proto::cairn_v1::plugins_server::{Plugins, PluginsServer};
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::node::{SharedNode, mismatched};
 use crate::status::{invalid_argument, kernel_status, kv_status};
@@ -48,21 +50,22 @@ impl Plugins for PluginsService {
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
         let request = request.into_inner();
-        let command = Command::PluginDeploy(PluginDeployRequest {
-            name: request.name,
-            version: request.version,
-            component: request.component,
-            manifest: manifest_from_wire(request.manifest.unwrap_or_default()),
-            engine: cairn_wasm::engine_name(),
-        });
-        match self.node.propose(command).await? {
-            CommandResponse::PluginDeploy(deployed) => Ok(Response::new(pb::DeployResponse {
-                header: self.node.cairn_header(self.revision().await),
-                plugin: Some(info(&deployed.record)),
-                replaced: deployed.replaced.unwrap_or_default(),
-            })),
-            other => mismatched(&other),
-        }
+        let deployed = deploy_keeping_bindings(
+            &self.node,
+            PluginDeployRequest {
+                name: request.name,
+                version: request.version,
+                component: request.component,
+                manifest: manifest_from_wire(request.manifest.unwrap_or_default()),
+                engine: cairn_wasm::engine_name(),
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::DeployResponse {
+            header: self.node.cairn_header(self.revision().await),
+            plugin: Some(info(&deployed.record)),
+            replaced: deployed.replaced.unwrap_or_default(),
+        }))
     }
 
     async fn remove(
@@ -180,6 +183,47 @@ impl Plugins for PluginsService {
     }
 }
 
+/// Deploys `request` through the log, still bound to every prefix the version it replaces
+/// validates: bindings belong to the plugin, not to one version of it, so a `cairn plugin bind`
+/// outlives the next deploy, and `cairn plugin bind --unbind` is how a prefix stops being
+/// validated. The deployed version is read after a linearizable barrier, so every bind
+/// acknowledged before this deploy is kept. The kept prefixes travel in the request itself,
+/// so applying a deploy stays a function of the request alone on every member and build.
+pub async fn deploy_keeping_bindings(
+    node: &SharedNode,
+    mut request: PluginDeployRequest,
+) -> Result<PluginDeployResponse, Status> {
+    node.prepare_read(false).await?;
+    let deployed = node.replica.kernel().read().await.plugin(&request.name);
+    let kept = keep_bindings(&mut request.manifest, deployed.as_ref());
+    let name = request.name.clone();
+    match node.propose(Command::PluginDeploy(request)).await {
+        Ok(CommandResponse::PluginDeploy(deployed)) => Ok(deployed),
+        Ok(other) => mismatched(&other),
+        Err(refused) if !kept.is_empty() && refused.code() == Code::InvalidArgument => {
+            Err(Status::invalid_argument(format!(
+                "{} (the deploy keeps the prefixes {name:?} is bound to, [{}]; `cairn plugin \
+                 bind --unbind` unbinds one)",
+                refused.message(),
+                quoted_prefixes(&kept)
+            )))
+        }
+        Err(failed) => Err(failed),
+    }
+}
+
+/// Adds to `manifest`'s hooks the prefixes `deployed` validates that it lacks, and returns them.
+fn keep_bindings(manifest: &mut Manifest, deployed: Option<&PluginRecord>) -> Vec<Vec<u8>> {
+    let kept: Vec<Vec<u8>> = deployed
+        .into_iter()
+        .flat_map(|deployed| &deployed.manifest.hooks)
+        .filter(|hook| !manifest.hooks.contains(hook))
+        .cloned()
+        .collect();
+    manifest.hooks.extend(kept.iter().cloned());
+    kept
+}
+
 /// A manifest from the wire, with the defaults for limits left at zero.
 pub fn manifest_from_wire(manifest: pb::Manifest) -> Manifest {
     let defaults = PluginLimits::default();
@@ -215,5 +259,52 @@ fn info(record: &PluginRecord) -> pb::PluginInfo {
         }),
         deployed_index: record.deployed_index,
         engine: record.engine.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_kernel::plugin::{Digest, Exports};
+
+    use super::*;
+
+    fn hooks(prefixes: &[&str]) -> Vec<Vec<u8>> {
+        prefixes.iter().map(|p| p.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_deploy_keeps_the_prefixes_the_deployed_version_is_bound_to() {
+        let deployed = PluginRecord {
+            name: "json".into(),
+            version: "1".into(),
+            digest: Digest::of(b"v1"),
+            size: 2,
+            exports: Exports {
+                recipe: false,
+                validator: true,
+            },
+            manifest: Manifest {
+                hooks: hooks(&["config/", "schemas/"]),
+                ..Manifest::default()
+            },
+            deployed_index: 3,
+            engine: "wasmtime".into(),
+        };
+        let mut manifest = Manifest {
+            hooks: hooks(&["schemas/", "users/"]),
+            ..Manifest::default()
+        };
+        assert_eq!(
+            keep_bindings(&mut manifest, Some(&deployed)),
+            hooks(&["config/"])
+        );
+        assert_eq!(manifest.hooks, hooks(&["schemas/", "users/", "config/"]));
+
+        let mut first = Manifest {
+            hooks: hooks(&["users/"]),
+            ..Manifest::default()
+        };
+        assert!(keep_bindings(&mut first, None).is_empty());
+        assert_eq!(first.hooks, hooks(&["users/"]));
     }
 }
