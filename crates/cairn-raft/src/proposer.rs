@@ -372,6 +372,11 @@ async fn answered_or_written(
     batch: Batch,
     mut answered: oneshot::Receiver<Applied>,
 ) -> Result<Applied, RaftError<MemberId, ClientWriteError<MemberId, Member>>> {
+    // An empty answer from openraft means the slot has the outcomes, so a batch must hold some.
+    assert!(
+        !batch.commands.is_empty(),
+        "a batch holds at least one write"
+    );
     let raft = raft.clone();
     let mut written = Box::pin(async move { raft.client_write(batch).await });
     tokio::select! {

@@ -359,8 +359,8 @@ impl Replica {
         for answer in answers {
             answered.push(answer.await.unwrap_or(Err(ReplicaError::Stopped)));
         }
-        // Announced as each entry is applied, before openraft answers its writers; Raft's
-        // metrics are published later and may not cover these writes yet.
+        // Announced as each entry is applied, before its writers are answered; Raft's metrics
+        // are published later and may not cover these writes yet.
         Ok(Forwarded {
             answers: answered,
             applied: self.applied.current(),

@@ -260,16 +260,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(last) = applied.last_applied {
             self.applied.publish(last.index);
         }
+        let mut answered = false;
         for (position, slot) in answers {
             // openraft passes on an empty answer; the proposer has the real one.
-            if let Err(unsent) = slot.fill(std::mem::take(&mut responses[position])) {
-                responses[position] = unsent;
+            match slot.fill(std::mem::take(&mut responses[position])) {
+                Ok(()) => answered = true,
+                Err(unsent) => responses[position] = unsent,
             }
         }
-        // tokio runs a task woken here on this thread, and only once this one stops: yielding
-        // lets the waiters answer their clients while the commit's write waits, instead of
-        // after it.
-        tokio::task::yield_now().await;
+        if answered {
+            // A proposer woken here would wait in this worker's LIFO slot until this task's
+            // poll ends, after the commit's write. Yielding lets it answer its writers first;
+            // this task then resumes behind what is queued on this worker.
+            tokio::task::yield_now().await;
+        }
         kernel.set_replication_state(codec::encode(&applied));
         kernel
             .commit(Durability::Buffered)

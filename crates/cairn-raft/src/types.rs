@@ -56,7 +56,7 @@ impl Batch {
 
 /// The outcomes of applying one log entry, the same on every replica: one per command of its
 /// batch, and none for entries that carry no commands (membership changes, a new leader's blank
-/// entry).
+/// entry). openraft is handed none for a batch whose outcomes went to its proposer's slot.
 pub type Applied = Vec<Result<CommandResponse, KvError>>;
 
 /// What applying log entries changed, as a member announces it to its watchers: the events of
