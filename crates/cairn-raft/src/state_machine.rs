@@ -172,7 +172,7 @@ impl StateMachine {
         }
     }
 
-    /// Tells watchers what the kernel's last commit changed. Nobody listening is no error.
+    /// Tells watchers what the entries just applied changed. Nobody listening is no error.
     fn announce(&self, kernel: &mut Kernel, revision_before: Revision) {
         let events = kernel.take_events();
         if kernel.revision() == revision_before {
@@ -252,11 +252,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = Some(log_id);
             responses.push(response);
         }
-        // Announced, and this member's proposers answered, before the commit's write: whoever
-        // waits reads the kernel only through its lock, which this holds until the commit is
-        // done. Should the write fail, apply returns the error and openraft stops this member.
-        // The announcement comes first, so the applied index a forwarded write's answer carries
-        // covers the write.
+        // The applied index and the events announced, and this member's proposers answered,
+        // before the commit's write: whoever waits reads the kernel only through its lock,
+        // which this holds until the commit is done. Should the write fail, apply returns the
+        // error and openraft stops this member. The index is published first, so the one a
+        // forwarded write's answer carries covers the write.
         if let Some(last) = applied.last_applied {
             self.applied.publish(last.index);
         }
@@ -268,6 +268,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Err(unsent) => responses[position] = unsent,
             }
         }
+        self.announce(&mut kernel, revision_before);
         if answered {
             // A proposer woken here would wait in this worker's LIFO slot until this task's
             // poll ends, after the commit's write. Yielding lets it answer its writers first;
@@ -278,7 +279,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         kernel
             .commit(Durability::Buffered)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        self.announce(&mut kernel, revision_before);
         Ok(responses)
     }
 
