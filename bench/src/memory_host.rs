@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_kernel::plugin::{CallContext, HostError, PluginHost};
+use cairn_kernel::plugin::{CallContext, HostError, PluginHost, at_most};
 use cairn_kernel::{INITIAL_REVISION, KeyRange, KeyValue, LeaseId, NO_LEASE};
 
 pub struct MemoryHost {
@@ -77,15 +77,9 @@ impl PluginHost for MemoryHost {
     }
 
     fn delete_range(&mut self, range: &KeyRange, most: u32) -> Result<Option<u32>, HostError> {
-        let most = most as usize;
-        let doomed: Vec<Vec<u8>> = self
-            .keys_in(range)
-            .map(|kv| kv.key.clone())
-            .take(most.saturating_add(1))
-            .collect();
-        if doomed.len() > most {
+        let Some(doomed) = at_most(self.keys_in(range).map(|kv| kv.key.clone()), most) else {
             return Ok(None);
-        }
+        };
         for key in &doomed {
             self.kvs.remove(key);
         }

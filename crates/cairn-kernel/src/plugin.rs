@@ -156,6 +156,14 @@ pub fn quoted_prefixes(prefixes: &[Vec<u8>]) -> String {
         .join(", ")
 }
 
+/// Every item of `items`, unless there are more than `most`: then `None`, having taken no more
+/// than `most + 1` of them. How a host's `delete_range` keeps to what the call can pay for.
+pub fn at_most<T>(items: impl Iterator<Item = T>, most: u32) -> Option<Vec<T>> {
+    let most = most as usize;
+    let taken: Vec<T> = items.take(most.saturating_add(1)).collect();
+    (taken.len() <= most).then_some(taken)
+}
+
 /// The store as a plugin call sees it: the call's transaction, confined to its manifest.
 pub trait PluginHost {
     fn context(&self) -> &CallContext;

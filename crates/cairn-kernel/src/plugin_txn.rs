@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use crate::error::StorageError;
 use crate::kernel::Kernel;
 use crate::plugin::{
-    CallContext, HostError, PluginHost, ProposedWrite, quoted_prefixes, within_prefix,
+    CallContext, HostError, PluginHost, ProposedWrite, at_most, quoted_prefixes, within_prefix,
 };
 use crate::types::{KeyRange, KeyValue, LeaseId, NO_LEASE};
 
@@ -237,15 +237,9 @@ impl PluginHost for CallTxn<'_> {
     fn delete_range(&mut self, range: &KeyRange, most: u32) -> Result<Option<u32>, HostError> {
         self.check_writable()?;
         self.check_granted(range)?;
-        let most = most as usize;
-        let doomed: Vec<Vec<u8>> = self
-            .current(range)
-            .map(|(key, _)| key.to_vec())
-            .take(most.saturating_add(1))
-            .collect();
-        if doomed.len() > most {
+        let Some(doomed) = at_most(self.current(range).map(|(key, _)| key.to_vec()), most) else {
             return Ok(None);
-        }
+        };
         let deleted = doomed.len() as u32;
         for key in doomed {
             self.overlay.insert(key, None);

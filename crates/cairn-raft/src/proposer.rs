@@ -328,12 +328,10 @@ impl Proposer {
         batch.time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
-        let (slot, answered) = AnswerSlot::new();
-        batch.answer = Some(slot);
         self.in_place_sync.set(alone && self.only_voter());
         let proposed = tokio::time::timeout(
             deadline.saturating_duration_since(Instant::now()),
-            answered_or_written(&self.raft, batch, answered),
+            answered_or_written(&self.raft, batch),
         )
         .await;
         // Whatever the outcome, this batch's append is over: entries proposed otherwise (a
@@ -369,14 +367,15 @@ impl Proposer {
 /// batch's slot, or as openraft answers if it never does (the entry was not applied here).
 async fn answered_or_written(
     raft: &Raft,
-    batch: Batch,
-    mut answered: oneshot::Receiver<Applied>,
+    mut batch: Batch,
 ) -> Result<Applied, RaftError<MemberId, ClientWriteError<MemberId, Member>>> {
     // An empty answer from openraft means the slot has the outcomes, so a batch must hold some.
     assert!(
         !batch.commands.is_empty(),
         "a batch holds at least one write"
     );
+    let (slot, mut answered) = AnswerSlot::new();
+    batch.answer = Some(slot);
     let raft = raft.clone();
     let mut written = Box::pin(async move { raft.client_write(batch).await });
     tokio::select! {

@@ -7,9 +7,9 @@
 //! difference, leaves alone what an operator did since (`cairn plugin bind`, `rm`, a deploy by
 //! hand), and keeps members whose directories are out of step from undoing each other. A deploy
 //! keeps the prefixes the plugin is bound to, so prefixes bound since are no difference; a
-//! prefix the manifest lists and an operator unbound is, and a member starting binds it again. A file
-//! the cluster refuses (not a component, a forbidden import, a bad manifest) is reported once
-//! and the deployed version keeps serving. Deleting a file removes nothing.
+//! prefix the manifest lists and an operator unbound is, and a member starting binds it again.
+//! A file the cluster refuses (not a component, a forbidden import, a bad manifest) is reported
+//! once and the deployed version keeps serving. Deleting a file removes nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
