@@ -8,6 +8,7 @@
 #   bench/compare.sh                # after `make build`; `make bench` does both
 #   MEMBERS=3 bench/compare.sh      # three-member clusters
 #   ROUNDS=5 bench/compare.sh       # more rounds, steadier medians
+#   WARMUP_PUTS=0 bench/compare.sh  # measure fresh clusters (default: 80,000 puts to each first)
 #   WORKLOADS=watch bench/compare.sh  # only some of the tables: kv, watch, failover, plugin, lock
 #                                     # (default all; failover needs MEMBERS=3)
 #
@@ -21,6 +22,7 @@ target=${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}
 cairn=$target/release/cairn
 bench=$target/release/cairn-bench
 rounds=${ROUNDS:-3}
+warmup_puts=${WARMUP_PUTS:-80000}
 for binary in "$cairn" "$bench"; do
   [ -x "$binary" ] || { echo "missing $binary: run make build first" >&2; exit 1; }
 done
@@ -158,8 +160,17 @@ failover_ms() {
   sleep 2
 }
 
-if [ -n "$with_etcd" ]; then start_cluster etcd; etcd_url=$endpoints; fi
-start_cluster cairn; cairn_url=$endpoints
+# warm_up ENDPOINTS: puts WARMUP_PUTS times (about 28 MB of log by default) before anything is
+# measured, so every row sees the cluster in its steady state. etcd's WAL writes within
+# preallocated segments from the start; cairn's log writes over retired write-ahead files, which
+# RocksDB has only once two have been retired since the member started (about 16 MB; see
+# crates/cairn-raft/src/log_store.rs).
+warm_up() {
+  [ "$warmup_puts" -eq 0 ] || "$bench" --endpoints "$1" --clients 256 --conns 16 --total "$warmup_puts" put >/dev/null
+}
+
+if [ -n "$with_etcd" ]; then start_cluster etcd; etcd_url=$endpoints; warm_up "$etcd_url"; fi
+start_cluster cairn; cairn_url=$endpoints; warm_up "$cairn_url"
 
 # name | members to run against (all, leader or follower) | cairn-bench arguments
 workloads=(

@@ -83,6 +83,19 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// How many retired write-ahead files RocksDB keeps to write over. A sync that only overwrites
+/// blocks already in the file has no file size to commit to the filesystem's journal; on ext4
+/// here `fdatasync` after a 200-byte write took 110 to 130 µs inside a file against 190 to 250 µs
+/// at its end (etcd preallocates its WAL segments for the same reason). Every append is synced by
+/// a quorum before it commits, so this is on the path of every write.
+const RECYCLED_WAL_FILES: usize = 4;
+
+/// The log's memtable size, and so about how large each write-ahead file grows before it is
+/// retired and recycled. RocksDB recycles only files retired since the database opened, so syncs
+/// are the cheap kind once about twice this much has been written; smaller files get there
+/// sooner, at the cost of more, smaller flushes of log entries to SST files.
+const WAL_FILE_BYTES: usize = 8 << 20;
+
 /// The log store; clones share one database and one flusher.
 #[derive(Clone)]
 pub struct LogStore {
@@ -165,8 +178,16 @@ impl LogStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families =
-            [LOG, STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        options.set_recycle_log_file_num(RECYCLED_WAL_FILES);
+        // Flushing both families together lets a write-ahead file go, to be recycled, as soon
+        // as the log's memtable is flushed; the state family, written with every append, would
+        // otherwise hold each file until the total WAL size forced its own flush.
+        options.set_atomic_flush(true);
+        let families = [LOG, STATE].map(|name| {
+            let mut family = Options::default();
+            family.set_write_buffer_size(WAL_FILE_BYTES);
+            ColumnFamilyDescriptor::new(name, family)
+        });
         let db = Arc::new(
             DB::open_cf_descriptors(&options, dir, families)
                 .map_err(|e| StorageIOError::read_logs(&e))?,
@@ -483,7 +504,9 @@ mod tests {
     use openraft::storage::RaftLogStorage;
     use openraft::{CommittedLeaderId, EntryPayload, LeaderId};
 
-    use super::{LogStore, appends_as_leader, publish};
+    use rocksdb::WriteBatch;
+
+    use super::{LOG, LogStore, WAL_FILE_BYTES, appends_as_leader, index_key, publish};
     use crate::types::{Entry, LogId, Vote};
 
     fn entry(term: u64, leader: u64, index: u64) -> Entry {
@@ -594,5 +617,40 @@ mod tests {
         .await
         .expect("waited for a sync of entries already purged")
         .unwrap();
+    }
+
+    #[test]
+    fn a_log_reopened_after_recycling_its_write_ahead_files_holds_only_what_was_last_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = 1 << 20;
+        let indexes = 0..(3 * WAL_FILE_BYTES / chunk) as u64;
+        let store = LogStore::open(dir.path(), 1).unwrap();
+        // The second pass overwrites every key while writing over retired files that still hold
+        // the first pass's records: replaying one of those would bring back a stale value.
+        for pass in [1u8, 2] {
+            for index in indexes.clone() {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(store.family(LOG), index_key(index), vec![pass; chunk]);
+                store.write(batch, true).unwrap();
+            }
+        }
+        drop(store);
+        let info_log = std::fs::read_to_string(dir.path().join("LOG")).unwrap();
+        assert!(
+            info_log.contains("from recycle list"),
+            "no write-ahead file was recycled"
+        );
+        let store = LogStore::open(dir.path(), 1).unwrap();
+        for index in indexes {
+            let value = store
+                .db
+                .get_cf(store.family(LOG), index_key(index))
+                .unwrap()
+                .expect("written");
+            assert!(
+                value.iter().all(|&byte| byte == 2),
+                "index {index} is stale"
+            );
+        }
     }
 }
