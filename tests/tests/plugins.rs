@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use cairn_proto::cairn_v1 as pb;
 use cairn_tests::cluster::Cluster;
@@ -149,11 +148,22 @@ async fn a_plugin_dir_deploys_new_versions_everywhere_and_refuses_a_corrupt_one(
     );
 
     std::fs::write(dir.path().join("counter.wasm"), b"\0asm but not really").unwrap();
-    eventually("a member reports the corrupt component", async || {
-        (0..cluster.size()).any(|i| cluster.log_text(i).contains("plugin refused"))
+    // Members that do not lead deploy a change only after leaving it to the leader for a while;
+    // once every member has refused the corrupt file, none has version 2 left to deploy.
+    eventually("every member reports the corrupt component", async || {
+        (0..cluster.size()).all(|i| cluster.log_text(i).contains("plugin refused"))
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deploys_of_v2: usize = (0..cluster.size())
+        .map(|i| {
+            let log = cluster.log_text(i);
+            log.lines()
+                .filter(|line| line.contains("deployed from the plugin directory"))
+                .filter(|line| line.contains("2.0.0"))
+                .count()
+        })
+        .sum();
+    assert_eq!(deploys_of_v2, 1, "one change of the files, one deploy");
     let views = deployed_everywhere(&cluster, "counter").await;
     for view in &views {
         let (version, digest, index) = view.clone().unwrap();

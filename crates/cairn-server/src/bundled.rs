@@ -31,7 +31,7 @@ const RETRY: Duration = Duration::from_millis(500);
 pub async fn deploy_missing(node: SharedNode, mut stopped: watch::Receiver<bool>) {
     for plugin in cairn_bundled::ALL {
         loop {
-            if leads(&node) {
+            if node.leads() {
                 match ensure_deployed(&node, plugin).await {
                     Ok(()) => break,
                     Err(status) => {
@@ -54,10 +54,6 @@ pub async fn deploy_missing(node: SharedNode, mut stopped: watch::Receiver<bool>
             }
         }
     }
-}
-
-fn leads(node: &SharedNode) -> bool {
-    node.replica.status().leader == Some(node.replica.id)
 }
 
 /// Deploys `plugin` unless a plugin of its name is deployed, as far as a linearizable read of

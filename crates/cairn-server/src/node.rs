@@ -43,6 +43,11 @@ impl Node {
             })
     }
 
+    /// Whether this member leads, as far as it knows.
+    pub fn leads(&self) -> bool {
+        self.replica.status().leader == Some(self.replica.id)
+    }
+
     /// Fills in the member fields of a header that carries only a revision.
     pub fn complete(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
         self.header(header.map_or(0, |h| h.revision))

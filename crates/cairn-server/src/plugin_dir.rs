@@ -10,10 +10,15 @@
 //! prefix the manifest lists and an operator unbound is, and a member starting binds it again.
 //! A file the cluster refuses (not a component, a forbidden import, a bad manifest) is reported
 //! once and the deployed version keeps serving. Deleting a file removes nothing.
+//!
+//! Members usually hold the same files, or share one directory, and see a change together. The
+//! leader deploys at once; a member that does not lead leaves the change to it for
+//! [`LEADER_FIRST`] and deploys only if the files still differ then, so one change makes one
+//! deploy rather than one per member.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_kernel::PluginDeployRequest;
 use cairn_kernel::plugin::{Digest, PluginRecord};
@@ -30,6 +35,9 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// How often the directory is read even without events, so that a deploy that failed for want of
 /// a leader is tried again.
 const RESCAN: Duration = Duration::from_secs(5);
+/// How long a member that does not lead waits for the leader to deploy a change it sees. The
+/// directory is read again at least every [`RESCAN`], so that is when it looks again.
+const LEADER_FIRST: Duration = RESCAN;
 
 /// Watches `dir` until `stopped` turns true.
 pub async fn keep_deployed(node: SharedNode, dir: PathBuf, mut stopped: watch::Receiver<bool>) {
@@ -49,8 +57,9 @@ pub async fn keep_deployed(node: SharedNode, dir: PathBuf, mut stopped: watch::R
         }
     };
     let mut handled: HashMap<String, Digest> = HashMap::new();
+    let mut left_to_leader: HashMap<String, Seen> = HashMap::new();
     loop {
-        sync(&node, &dir, &mut handled).await;
+        sync(&node, &dir, &mut handled, &mut left_to_leader).await;
         tokio::select! {
             _ = stopped.changed() => return,
             _ = changes.recv() => {
@@ -69,9 +78,21 @@ struct Candidate {
     identity: Digest,
 }
 
+/// Files seen to differ from the deployed plugin while another member led.
+struct Seen {
+    identity: Digest,
+    at: Instant,
+}
+
 /// Deploys what changed in `dir` since `handled` (each plugin's files as last deployed, found
-/// deployed, or refused).
-async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Digest>) {
+/// deployed, or refused); unless this member leads, only files `left_to_leader` has held for
+/// [`LEADER_FIRST`].
+async fn sync(
+    node: &SharedNode,
+    dir: &Path,
+    handled: &mut HashMap<String, Digest>,
+    left_to_leader: &mut HashMap<String, Seen>,
+) {
     let candidates = match read_dir(dir) {
         Ok(candidates) => candidates,
         Err(error) => {
@@ -94,9 +115,28 @@ async fn sync(node: &SharedNode, dir: &Path, handled: &mut HashMap<String, Diges
         let deployed = node.replica.kernel().read().await.plugin(&name);
         let request = &candidate.request;
         if deployed.is_some_and(|deployed| already_deployed(&deployed, request)) {
+            left_to_leader.remove(&name);
             handled.insert(name, candidate.identity);
             continue;
         }
+        if !node.leads() {
+            match left_to_leader.get(&name) {
+                Some(seen) if seen.identity == candidate.identity => {
+                    if seen.at.elapsed() < LEADER_FIRST {
+                        continue;
+                    }
+                }
+                _ => {
+                    let seen = Seen {
+                        identity: candidate.identity,
+                        at: Instant::now(),
+                    };
+                    left_to_leader.insert(name, seen);
+                    continue;
+                }
+            }
+        }
+        left_to_leader.remove(&name);
         match deploy_keeping_bindings(node, candidate.request.clone()).await {
             Ok(_) => {
                 handled.insert(name.clone(), candidate.identity);
