@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::node::SharedNode;
-use crate::recipe_call::{Called, UndoOnDrop, call, utf8};
+use crate::recipe_call::{AnswerBytes, Called, JsonBytes, UndoOnDrop, call};
 use crate::status::invalid_argument;
 use crate::waiting_line;
 
@@ -29,28 +29,28 @@ const OBSERVE_BUFFERED: usize = 16;
 
 #[derive(Serialize)]
 struct CampaignInput<'a> {
-    name: &'a str,
+    name: JsonBytes<'a>,
     lease: i64,
-    value: &'a str,
+    value: JsonBytes<'a>,
 }
 
 #[derive(Deserialize)]
 struct CampaignOutput {
-    key: String,
+    key: AnswerBytes,
     rev: Revision,
     leader: bool,
 }
 
 #[derive(Serialize)]
 struct ProclaimInput<'a> {
-    key: &'a str,
+    key: JsonBytes<'a>,
     rev: Revision,
-    value: &'a str,
+    value: JsonBytes<'a>,
 }
 
 #[derive(Serialize)]
 struct ResignInput<'a> {
-    key: &'a str,
+    key: JsonBytes<'a>,
     rev: Revision,
 }
 
@@ -67,8 +67,11 @@ impl ElectionRecipe {
         ElectionServer::new(ElectionRecipe { node })
     }
 
-    async fn resign(&self, key: &str, rev: Revision) -> Result<Revision, Status> {
-        let input = ResignInput { key, rev };
+    async fn resign(&self, key: &[u8], rev: Revision) -> Result<Revision, Status> {
+        let input = ResignInput {
+            key: JsonBytes(key),
+            rev,
+        };
         let called: Called<serde_json::Value> =
             call(&self.node, &ELECTION, "resign", &input, refused).await?;
         Ok(called.revision)
@@ -94,27 +97,28 @@ impl Election for ElectionRecipe {
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         let request = request.into_inner();
-        let name = utf8(&request.name, "election name")?;
-        if name.is_empty() {
+        if request.name.is_empty() {
             return Err(invalid_argument("an election needs a name"));
         }
         let input = CampaignInput {
-            name,
+            name: JsonBytes(&request.name),
             lease: request.lease,
-            value: utf8(&request.value, "value")?,
+            value: JsonBytes(&request.value),
         };
         let Called {
             output: candidate,
             revision,
         } = call::<CampaignOutput>(&self.node, &ELECTION, "campaign", &input, refused).await?;
+        let key = Vec::from(candidate.key);
         let revision = if candidate.leader {
             revision
         } else {
             let withdrawing = {
-                let (recipe, key, rev) = (self.clone(), candidate.key.clone(), candidate.rev);
+                let (recipe, key, rev) = (self.clone(), key.clone(), candidate.rev);
                 UndoOnDrop::new(async move {
                     if let Err(status) = recipe.resign(&key, rev).await {
                         // Its lease ending will withdraw it instead.
+                        let key = String::from_utf8_lossy(&key);
                         tracing::debug!(%key, reason = %status.message(), "could not withdraw a candidate");
                     }
                 })
@@ -122,7 +126,7 @@ impl Election for ElectionRecipe {
             let revision = waiting_line::wait_for_turn(
                 &self.node,
                 &waiting_line::prefix(&request.name),
-                candidate.key.as_bytes(),
+                &key,
                 candidate.rev,
                 revision,
                 "election: the lease ended while campaigning",
@@ -135,7 +139,7 @@ impl Election for ElectionRecipe {
             header: self.node.header(revision),
             leader: Some(pb::LeaderKey {
                 name: request.name,
-                key: candidate.key.into_bytes(),
+                key,
                 rev: candidate.rev,
                 lease: request.lease,
             }),
@@ -149,9 +153,9 @@ impl Election for ElectionRecipe {
         let request = request.into_inner();
         let leader = leader_key(request.leader)?;
         let input = ProclaimInput {
-            key: utf8(&leader.key, "leader key")?,
+            key: JsonBytes(&leader.key),
             rev: leader.rev,
-            value: utf8(&request.value, "value")?,
+            value: JsonBytes(&request.value),
         };
         let called: Called<Empty> =
             call(&self.node, &ELECTION, "proclaim", &input, refused).await?;
@@ -194,9 +198,7 @@ impl Election for ElectionRecipe {
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
         let leader = leader_key(request.into_inner().leader)?;
-        let revision = self
-            .resign(utf8(&leader.key, "leader key")?, leader.rev)
-            .await?;
+        let revision = self.resign(&leader.key, leader.rev).await?;
         Ok(Response::new(pb::ResignResponse {
             header: self.node.header(revision),
         }))

@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::node::SharedNode;
-use crate::recipe_call::{Called, UndoOnDrop, call, utf8};
+use crate::recipe_call::{AnswerBytes, Called, JsonBytes, UndoOnDrop, call};
 use crate::status::invalid_argument;
 use crate::waiting_line;
 
 #[derive(Serialize)]
 struct AcquireInput<'a> {
-    name: &'a str,
+    name: JsonBytes<'a>,
     lease: i64,
     #[serde(rename = "try")]
     only_if_free: bool,
@@ -33,14 +33,14 @@ struct AcquireInput<'a> {
 
 #[derive(Deserialize)]
 struct AcquireOutput {
-    key: String,
+    key: AnswerBytes,
     token: Revision,
     held: bool,
 }
 
 #[derive(Serialize)]
 struct ReleaseInput<'a> {
-    key: &'a str,
+    key: JsonBytes<'a>,
     token: Option<Revision>,
 }
 
@@ -51,7 +51,7 @@ struct ReleaseOutput {
 
 /// A lock its caller holds.
 struct Held {
-    key: String,
+    key: Vec<u8>,
     token: Revision,
     /// The revision at which the caller holds it.
     revision: Revision,
@@ -80,12 +80,11 @@ impl LockRecipe {
         only_if_free: bool,
         timeout: Option<Duration>,
     ) -> Result<Option<Held>, Status> {
-        let name = utf8(name, "lock name")?;
         if name.is_empty() {
             return Err(invalid_argument("a lock needs a name"));
         }
         let input = AcquireInput {
-            name,
+            name: JsonBytes(name),
             lease,
             only_if_free,
         };
@@ -93,43 +92,46 @@ impl LockRecipe {
             output: joined,
             revision,
         } = call::<AcquireOutput>(&self.node, &LOCK, "acquire", &input, invalid_argument).await?;
-        if joined.key.is_empty() {
+        let key = Vec::from(joined.key);
+        if key.is_empty() {
             return Ok(None);
         }
         if joined.held {
             return Ok(Some(Held {
-                key: joined.key,
+                key,
                 token: joined.token,
                 revision,
             }));
         }
         let leaving = {
-            let (recipe, key, token) = (self.clone(), joined.key.clone(), joined.token);
+            let (recipe, key, token) = (self.clone(), key.clone(), joined.token);
             UndoOnDrop::new(async move {
-                if let Err(status) = recipe.release(key.as_bytes(), Some(token)).await {
+                if let Err(status) = recipe.release(&key, Some(token)).await {
                     // Its lease ending will take it out of the line instead.
+                    let key = String::from_utf8_lossy(&key);
                     tracing::debug!(%key, reason = %status.message(), "could not leave a lock's line");
                 }
             })
         };
-        let prefix = waiting_line::prefix(name.as_bytes());
+        let prefix = waiting_line::prefix(name);
         let turn = waiting_line::wait_for_turn(
             &self.node,
             &prefix,
-            joined.key.as_bytes(),
+            &key,
             joined.token,
             revision,
             "lock: the lease ended while waiting for the lock",
         );
         let revision = match timeout {
             Some(timeout) => tokio::time::timeout(timeout, turn).await.map_err(|_| {
+                let name = String::from_utf8_lossy(name);
                 Status::deadline_exceeded(format!("lock {name:?} not acquired within {timeout:?}"))
             })??,
             None => turn.await?,
         };
         leaving.keep();
         Ok(Some(Held {
-            key: joined.key,
+            key,
             token: joined.token,
             revision,
         }))
@@ -141,8 +143,10 @@ impl LockRecipe {
         key: &[u8],
         token: Option<Revision>,
     ) -> Result<(bool, Revision), Status> {
-        let key = utf8(key, "lock key")?;
-        let input = ReleaseInput { key, token };
+        let input = ReleaseInput {
+            key: JsonBytes(key),
+            token,
+        };
         let Called { output, revision } =
             call::<ReleaseOutput>(&self.node, &LOCK, "release", &input, invalid_argument).await?;
         Ok((output.released, revision))
@@ -162,7 +166,7 @@ impl Lock for LockRecipe {
             .expect("a waiting acquire ends holding the lock");
         Ok(Response::new(etcd_pb::LockResponse {
             header: self.node.header(held.revision),
-            key: held.key.into_bytes(),
+            key: held.key,
         }))
     }
 
@@ -197,7 +201,7 @@ impl Locks for LockRecipe {
             Some(held) => cairn_pb::AcquireResponse {
                 header: self.node.cairn_header(held.revision),
                 acquired: true,
-                key: held.key.into_bytes(),
+                key: held.key,
                 fencing_token: held.token,
             },
             None => cairn_pb::AcquireResponse {

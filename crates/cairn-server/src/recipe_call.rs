@@ -12,13 +12,13 @@ use cairn_bundled::BundledPlugin;
 use cairn_kernel::{
     Command, CommandResponse, KvError, PluginCallRequest, PluginFailureKind, Revision,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
 use tonic::Status;
 
 use crate::bundled;
 use crate::node::{SharedNode, mismatched};
-use crate::status::{invalid_argument, kv_status};
+use crate::status::kv_status;
 
 /// What a recipe call gave back.
 pub struct Called<T> {
@@ -84,13 +84,35 @@ fn names_a_missing_lease(reason: &str) -> bool {
     reason.starts_with("lease ") && reason.ends_with(" not found")
 }
 
-/// `bytes` as text: the bundled recipes speak JSON, whose strings are UTF-8.
-pub fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Status> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        invalid_argument(format!(
-            "the {what} is not UTF-8, which Cairn's recipes require"
-        ))
-    })
+/// Bytes in a bundled recipe's JSON input, as its plugin reads them
+/// (`cairn_plugin_sdk::json::Bytes`): a string when they are UTF-8, an array of byte values
+/// otherwise, so etcd keys and values of any bytes fit.
+pub struct JsonBytes<'a>(pub &'a [u8]);
+
+impl Serialize for JsonBytes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(self.0) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => self.0.serialize(serializer),
+        }
+    }
+}
+
+/// Bytes in a bundled recipe's JSON answer, in either of [`JsonBytes`]' forms.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum AnswerBytes {
+    Text(String),
+    Raw(Vec<u8>),
+}
+
+impl From<AnswerBytes> for Vec<u8> {
+    fn from(bytes: AnswerBytes) -> Vec<u8> {
+        match bytes {
+            AnswerBytes::Text(text) => text.into_bytes(),
+            AnswerBytes::Raw(raw) => raw,
+        }
+    }
 }
 
 /// Runs `undo` in the background if dropped before [`UndoOnDrop::keep`]: how a recipe service

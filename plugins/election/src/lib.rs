@@ -7,7 +7,8 @@
 //! is identified by its key and the key's create revision (`rev`), which a Txn can compare to act
 //! only while it lasts.
 //!
-//! Functions (JSON in, JSON out; values are UTF-8 text):
+//! Functions (JSON in, JSON out; names, keys and values are [`Bytes`]: strings, or arrays of
+//! byte values when not UTF-8):
 //! - `campaign {"name", "lease", "value"}` enters the candidate (once per lease: campaigning
 //!   again with the same lease proclaims the new value) and returns `{"key", "rev", "leader"}`.
 //!   The server waits for `leader` on the caller's behalf.
@@ -16,22 +17,22 @@
 //! - `resign {"key", "rev"}` withdraws the candidate created at `rev`; returns `{"resigned"}`.
 //! - `leader {"name"}` returns the leader `{"key", "value", "rev", "lease"}`, or `null`.
 
-use cairn_plugin_sdk::json::{parse, reply};
+use cairn_plugin_sdk::json::{Bytes, parse, reply};
 use cairn_plugin_sdk::{KeyValue, context, kv};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Campaign {
-    name: String,
+    name: Bytes,
     lease: i64,
     #[serde(default)]
-    value: String,
+    value: Bytes,
 }
 
 #[derive(Serialize)]
 struct Candidate {
-    key: String,
+    key: Bytes,
     rev: i64,
     leader: bool,
 }
@@ -39,28 +40,28 @@ struct Candidate {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Proclaim {
-    key: String,
+    key: Bytes,
     rev: i64,
-    value: String,
+    value: Bytes,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Resign {
-    key: String,
+    key: Bytes,
     rev: i64,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Leader {
-    name: String,
+    name: Bytes,
 }
 
 #[derive(Serialize)]
 struct Leadership {
-    key: String,
-    value: String,
+    key: Bytes,
+    value: Bytes,
     rev: i64,
     lease: i64,
 }
@@ -72,33 +73,39 @@ fn campaign(input: &[u8]) -> Result<Vec<u8>, String> {
     if request.lease <= 0 {
         return Err("a candidate stands under a lease: give the ID of a granted lease".into());
     }
-    let key = format!("{}/{:x}", request.name, request.lease);
-    let line = candidates(&request.name)?;
-    let rev = match line.iter().find(|kv| kv.key == key.as_bytes()) {
+    let key = [
+        &request.name.0[..],
+        format!("/{:x}", request.lease).as_bytes(),
+    ]
+    .concat();
+    let line = candidates(&request.name.0)?;
+    let rev = match line.iter().find(|kv| kv.key == key) {
         Some(mine) => {
-            if mine.value != request.value.as_bytes() {
-                kv::put_with_lease(&mine.key, request.value.as_bytes(), mine.lease)
+            if mine.value != request.value.0 {
+                kv::put_with_lease(&mine.key, &request.value.0, mine.lease)
                     .map_err(|e| e.to_string())?;
             }
             mine.create_revision
         }
         None => {
-            kv::put_with_lease(key.as_bytes(), request.value.as_bytes(), request.lease)
-                .map_err(|e| e.to_string())?;
+            kv::put_with_lease(&key, &request.value.0, request.lease).map_err(|e| e.to_string())?;
             context::revision() + 1
         }
     };
-    let leader = line.first().is_none_or(|first| first.key == key.as_bytes());
-    reply(&Candidate { key, rev, leader })
+    let leader = line.first().is_none_or(|first| first.key == key);
+    reply(&Candidate {
+        key: Bytes(key),
+        rev,
+        leader,
+    })
 }
 
 fn proclaim(input: &[u8]) -> Result<Vec<u8>, String> {
     let request: Proclaim = parse(input)?;
-    let current = kv::get(request.key.as_bytes()).map_err(|e| e.to_string())?;
+    let current = kv::get(&request.key.0).map_err(|e| e.to_string())?;
     match current {
         Some(kv) if kv.create_revision == request.rev => {
-            kv::put_with_lease(&kv.key, request.value.as_bytes(), kv.lease)
-                .map_err(|e| e.to_string())?;
+            kv::put_with_lease(&kv.key, &request.value.0, kv.lease).map_err(|e| e.to_string())?;
             reply(&serde_json::json!({}))
         }
         _ => Err(NOT_LEADER.into()),
@@ -107,7 +114,7 @@ fn proclaim(input: &[u8]) -> Result<Vec<u8>, String> {
 
 fn resign(input: &[u8]) -> Result<Vec<u8>, String> {
     let request: Resign = parse(input)?;
-    let current = kv::get(request.key.as_bytes()).map_err(|e| e.to_string())?;
+    let current = kv::get(&request.key.0).map_err(|e| e.to_string())?;
     let resigned = match current {
         Some(kv) if kv.create_revision == request.rev => {
             kv::delete(&kv.key).map_err(|e| e.to_string())?
@@ -119,12 +126,12 @@ fn resign(input: &[u8]) -> Result<Vec<u8>, String> {
 
 fn leader(input: &[u8]) -> Result<Vec<u8>, String> {
     let request: Leader = parse(input)?;
-    let leadership = candidates(&request.name)?
+    let leadership = candidates(&request.name.0)?
         .into_iter()
         .next()
         .map(|kv| Leadership {
-            key: String::from_utf8_lossy(&kv.key).into_owned(),
-            value: String::from_utf8_lossy(&kv.value).into_owned(),
+            key: Bytes(kv.key),
+            value: Bytes(kv.value),
             rev: kv.create_revision,
             lease: kv.lease,
         });
@@ -132,9 +139,9 @@ fn leader(input: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The candidates of election `name`, leader first.
-fn candidates(name: &str) -> Result<Vec<KeyValue>, String> {
-    let prefix = format!("{name}/");
-    let mut line = kv::scan_prefix(prefix.as_bytes()).map_err(|e| e.to_string())?;
+fn candidates(name: &[u8]) -> Result<Vec<KeyValue>, String> {
+    let prefix = [name, b"/"].concat();
+    let mut line = kv::scan_prefix(&prefix).map_err(|e| e.to_string())?;
     line.sort_by_key(|kv| kv.create_revision);
     Ok(line)
 }

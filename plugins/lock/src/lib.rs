@@ -7,7 +7,8 @@
 //! revision. The holder's fencing token is its key's create revision: it only grows from one
 //! holder to the next, and a Txn can guard a write with `create_revision(key) == token`.
 //!
-//! Functions (JSON in, JSON out):
+//! Functions (JSON in, JSON out; names and keys are [`Bytes`]: strings, or arrays of byte values
+//! when not UTF-8):
 //! - `acquire {"name", "lease", "try"?}` joins the line (once per lease: acquiring again with
 //!   the same lease is the same acquisition) and returns `{"key", "token", "held"}`. With
 //!   `"try": true` it joins only a lock nobody holds and otherwise writes nothing and returns
@@ -16,14 +17,14 @@
 //!   returns `{"released"}`.
 //! - `owner {"name"}` returns the holder `{"key", "lease", "token"}`, or `null`.
 
-use cairn_plugin_sdk::json::{parse, reply};
+use cairn_plugin_sdk::json::{Bytes, parse, reply};
 use cairn_plugin_sdk::{KeyValue, context, kv};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Acquire {
-    name: String,
+    name: Bytes,
     lease: i64,
     #[serde(default, rename = "try")]
     only_if_free: bool,
@@ -31,7 +32,7 @@ struct Acquire {
 
 #[derive(Serialize)]
 struct Acquired {
-    key: String,
+    key: Bytes,
     token: i64,
     held: bool,
 }
@@ -39,19 +40,19 @@ struct Acquired {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Release {
-    key: String,
+    key: Bytes,
     token: Option<i64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Owner {
-    name: String,
+    name: Bytes,
 }
 
 #[derive(Serialize)]
 struct Holder {
-    key: String,
+    key: Bytes,
     lease: i64,
     token: i64,
 }
@@ -61,24 +62,28 @@ fn acquire(input: &[u8]) -> Result<Vec<u8>, String> {
     if request.lease <= 0 {
         return Err("a lock is held under a lease: give the ID of a granted lease".into());
     }
-    let key = format!("{}/{:x}", request.name, request.lease);
-    let line = waiting_line(&request.name)?;
-    let acquired = if let Some(mine) = line.iter().find(|kv| kv.key == key.as_bytes()) {
+    let key = [
+        &request.name.0[..],
+        format!("/{:x}", request.lease).as_bytes(),
+    ]
+    .concat();
+    let line = waiting_line(&request.name.0)?;
+    let acquired = if let Some(mine) = line.iter().find(|kv| kv.key == key) {
         Acquired {
             held: line[0].key == mine.key,
             token: mine.create_revision,
-            key,
+            key: Bytes(key),
         }
     } else if request.only_if_free && !line.is_empty() {
         Acquired {
-            key: String::new(),
+            key: Bytes::default(),
             token: 0,
             held: false,
         }
     } else {
-        kv::put_with_lease(key.as_bytes(), b"", request.lease).map_err(|e| e.to_string())?;
+        kv::put_with_lease(&key, b"", request.lease).map_err(|e| e.to_string())?;
         Acquired {
-            key,
+            key: Bytes(key),
             token: context::revision() + 1,
             held: line.is_empty(),
         }
@@ -88,7 +93,7 @@ fn acquire(input: &[u8]) -> Result<Vec<u8>, String> {
 
 fn release(input: &[u8]) -> Result<Vec<u8>, String> {
     let request: Release = parse(input)?;
-    let current = kv::get(request.key.as_bytes()).map_err(|e| e.to_string())?;
+    let current = kv::get(&request.key.0).map_err(|e| e.to_string())?;
     let released = match current {
         Some(kv)
             if request
@@ -104,11 +109,11 @@ fn release(input: &[u8]) -> Result<Vec<u8>, String> {
 
 fn owner(input: &[u8]) -> Result<Vec<u8>, String> {
     let request: Owner = parse(input)?;
-    let holder = waiting_line(&request.name)?
+    let holder = waiting_line(&request.name.0)?
         .into_iter()
         .next()
         .map(|kv| Holder {
-            key: String::from_utf8_lossy(&kv.key).into_owned(),
+            key: Bytes(kv.key),
             lease: kv.lease,
             token: kv.create_revision,
         });
@@ -116,9 +121,9 @@ fn owner(input: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The contenders for lock `name`, holder first.
-fn waiting_line(name: &str) -> Result<Vec<KeyValue>, String> {
-    let prefix = format!("{name}/");
-    let mut line = kv::scan_prefix(prefix.as_bytes()).map_err(|e| e.to_string())?;
+fn waiting_line(name: &[u8]) -> Result<Vec<KeyValue>, String> {
+    let prefix = [name, b"/"].concat();
+    let mut line = kv::scan_prefix(&prefix).map_err(|e| e.to_string())?;
     line.sort_by_key(|kv| kv.create_revision);
     Ok(line)
 }
