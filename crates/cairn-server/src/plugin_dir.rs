@@ -13,8 +13,9 @@
 //!
 //! Members usually hold the same files, or share one directory, and see a change together. The
 //! leader deploys at once; a member that does not lead leaves the change to it for
-//! [`LEADER_FIRST`] and deploys only if the files still differ then, so one change makes one
-//! deploy rather than one per member.
+//! [`LEADER_FIRST`], then deploys only if nobody deployed or removed the plugin meanwhile (the
+//! leader, or an operator), so a change makes one deploy rather than one per member. Members
+//! that see a change while nobody leads, as at start, each wait, and may each deploy.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,8 +36,8 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// How often the directory is read even without events, so that a deploy that failed for want of
 /// a leader is tried again.
 const RESCAN: Duration = Duration::from_secs(5);
-/// How long a member that does not lead waits for the leader to deploy a change it sees. The
-/// directory is read again at least every [`RESCAN`], so that is when it looks again.
+/// How long a member that does not lead waits for the leader to deploy a change it sees. Passes
+/// over the directory are at most [`RESCAN`] apart, so it looks again within that much after.
 const LEADER_FIRST: Duration = RESCAN;
 
 /// Watches `dir` until `stopped` turns true.
@@ -82,6 +83,8 @@ struct Candidate {
 struct Seen {
     identity: Digest,
     at: Instant,
+    /// The log index of the plugin's deploy then, if it was deployed.
+    deployed_index: Option<u64>,
 }
 
 /// Deploys what changed in `dir` since `handled` (each plugin's files as last deployed, found
@@ -110,47 +113,97 @@ async fn sync(
         };
         let name = candidate.request.name.clone();
         if handled.get(&name) == Some(&candidate.identity) {
+            left_to_leader.remove(&name);
             continue;
         }
         let deployed = node.replica.kernel().read().await.plugin(&name);
         let request = &candidate.request;
-        if deployed.is_some_and(|deployed| already_deployed(&deployed, request)) {
+        if deployed
+            .as_ref()
+            .is_some_and(|deployed| already_deployed(deployed, request))
+        {
             left_to_leader.remove(&name);
             handled.insert(name, candidate.identity);
             continue;
         }
         if !node.leads() {
-            match left_to_leader.get(&name) {
-                Some(seen) if seen.identity == candidate.identity => {
-                    if seen.at.elapsed() < LEADER_FIRST {
-                        continue;
-                    }
-                }
-                _ => {
-                    let seen = Seen {
-                        identity: candidate.identity,
-                        at: Instant::now(),
-                    };
-                    left_to_leader.insert(name, seen);
+            match after_the_leader(node, &candidate, deployed.as_ref(), left_to_leader).await {
+                Turn::Wait => continue,
+                Turn::Leave => {
+                    left_to_leader.remove(&name);
+                    handled.insert(name, candidate.identity);
                     continue;
                 }
+                Turn::Deploy => {}
             }
         }
-        left_to_leader.remove(&name);
         match deploy_keeping_bindings(node, candidate.request.clone()).await {
             Ok(_) => {
+                left_to_leader.remove(&name);
                 handled.insert(name.clone(), candidate.identity);
                 tracing::info!(plugin = %name, version = %request.version, "deployed from the plugin directory");
             }
             Err(status) if status.code() == Code::InvalidArgument => {
                 tracing::error!(plugin = %name, reason = %status.message(), "plugin refused; the deployed version, if any, keeps serving");
+                left_to_leader.remove(&name);
                 handled.insert(name, candidate.identity);
             }
             Err(status) => {
+                // Still left to the leader long enough: the next pass tries again at once.
                 tracing::warn!(plugin = %name, reason = %status.message(), "deploy failed; trying again");
             }
         }
     }
+}
+
+/// What a member that does not lead does with files that differ from the deployed plugin.
+enum Turn {
+    /// Leave them to the leader for now.
+    Wait,
+    /// Deploy them: nobody did anything about the plugin since they changed.
+    Deploy,
+    /// Leave the plugin as it is: it was deployed or removed since the files changed, by the
+    /// leader or an operator.
+    Leave,
+}
+
+/// The turn of `candidate` on a member that does not lead: [`Turn::Wait`] until it has differed
+/// for [`LEADER_FIRST`], then, read after a linearizable barrier, whether the plugin is still
+/// deployed as it was when the files were first seen to differ (`deployed` then).
+async fn after_the_leader(
+    node: &SharedNode,
+    candidate: &Candidate,
+    deployed: Option<&PluginRecord>,
+    left_to_leader: &mut HashMap<String, Seen>,
+) -> Turn {
+    let name = &candidate.request.name;
+    let (at, deployed_index) = match left_to_leader.get(name) {
+        Some(seen) if seen.identity == candidate.identity => (seen.at, seen.deployed_index),
+        _ => {
+            let seen = Seen {
+                identity: candidate.identity,
+                at: Instant::now(),
+                deployed_index: deployed.map(|deployed| deployed.deployed_index),
+            };
+            left_to_leader.insert(name.clone(), seen);
+            return Turn::Wait;
+        }
+    };
+    if at.elapsed() < LEADER_FIRST || node.prepare_read(false).await.is_err() {
+        return Turn::Wait;
+    }
+    let now = node.replica.kernel().read().await.plugin(name);
+    if now
+        .as_ref()
+        .is_some_and(|now| already_deployed(now, &candidate.request))
+    {
+        return Turn::Leave;
+    }
+    if now.map(|now| now.deployed_index) != deployed_index {
+        tracing::info!(plugin = %name, "the plugin was deployed or removed since its files changed; leaving it as it is");
+        return Turn::Leave;
+    }
+    Turn::Deploy
 }
 
 /// Whether deploying `request` would leave `deployed` as it is. A deploy keeps the prefixes the
