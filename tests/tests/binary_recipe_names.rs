@@ -1,6 +1,8 @@
-//! etcd's v3lock and v3election services take names and values as bytes, not text: a lock and
-//! an election whose names, and a leader whose values, are not UTF-8 work end to end through
-//! the bundled plugins, on one member.
+//! etcd's v3lock and v3election services take names and values as bytes, not text: a lock
+//! (held, waited for, released) and an election whose names, and a leader whose values, are not
+//! UTF-8 work end to end through the bundled plugins, on one member.
+
+use std::time::Duration;
 
 use cairn_client::Client;
 use cairn_proto::v3electionpb::election_client::ElectionClient;
@@ -29,13 +31,31 @@ async fn a_lock_named_with_bytes_that_are_not_utf8_is_held_and_released() {
     };
     let held = locks.lock(lock.clone()).await.unwrap().into_inner();
     assert!(under_name(&held.key), "{:?}", held.key);
+    // A second contender waits in the line behind the holder's key, and holds once it goes.
+    let other = client.session(30).await.unwrap();
+    let mut waiting_locks = locks.clone();
+    let waiting = tokio::spawn(async move {
+        let request = LockRequest {
+            name: NAME.to_vec(),
+            lease: other.lease(),
+        };
+        let held = waiting_locks.lock(request).await.unwrap().into_inner();
+        (held, other)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "held the lock while another did");
     locks
         .unlock(UnlockRequest {
             key: held.key.clone(),
         })
         .await
         .unwrap();
-    // Released: the same lease takes it again at a newer revision.
+    let (next, other) = waiting.await.unwrap();
+    assert!(under_name(&next.key), "{:?}", next.key);
+    assert_ne!(next.key, held.key);
+    locks.unlock(UnlockRequest { key: next.key }).await.unwrap();
+    drop(other);
+    // Released: the first lease takes it again at a newer revision.
     let again = locks.lock(lock).await.unwrap().into_inner();
     assert_eq!(again.key, held.key);
     assert!(again.header.unwrap().revision > held.header.unwrap().revision);
