@@ -57,10 +57,9 @@ pub async fn keep_deployed(node: SharedNode, dir: PathBuf, mut stopped: watch::R
             None
         }
     };
-    let mut handled: HashMap<String, Digest> = HashMap::new();
-    let mut left_to_leader: HashMap<String, Seen> = HashMap::new();
+    let mut progress = Progress::default();
     loop {
-        sync(&node, &dir, &mut handled, &mut left_to_leader).await;
+        sync(&node, &dir, &mut progress).await;
         tokio::select! {
             _ = stopped.changed() => return,
             _ = changes.recv() => {
@@ -87,15 +86,36 @@ struct Seen {
     deployed_index: Option<u64>,
 }
 
-/// Deploys what changed in `dir` since `handled` (each plugin's files as last deployed, found
-/// deployed, or refused); unless this member leads, only files `left_to_leader` has held for
-/// [`LEADER_FIRST`].
-async fn sync(
-    node: &SharedNode,
-    dir: &Path,
-    handled: &mut HashMap<String, Digest>,
-    left_to_leader: &mut HashMap<String, Seen>,
-) {
+/// What this member has done about each plugin's files.
+#[derive(Default)]
+struct Progress {
+    /// The files as last deployed, found deployed, refused, or left alone.
+    handled: HashMap<String, Digest>,
+    /// Files that differ from the deployed plugin, seen while another member led.
+    left_to_leader: HashMap<String, Seen>,
+}
+
+impl Progress {
+    /// Whether the files `identity` names were handled already; if so, nothing of the plugin's
+    /// is left to the leader.
+    fn was_handled(&mut self, name: &str, identity: &Digest) -> bool {
+        let handled = self.handled.get(name) == Some(identity);
+        if handled {
+            self.left_to_leader.remove(name);
+        }
+        handled
+    }
+
+    /// Records the files `identity` names as handled.
+    fn handle(&mut self, name: String, identity: Digest) {
+        self.left_to_leader.remove(&name);
+        self.handled.insert(name, identity);
+    }
+}
+
+/// Deploys what changed in `dir` since `progress` last handled it; unless this member leads,
+/// only files left to the leader for [`LEADER_FIRST`].
+async fn sync(node: &SharedNode, dir: &Path, progress: &mut Progress) {
     let candidates = match read_dir(dir) {
         Ok(candidates) => candidates,
         Err(error) => {
@@ -112,8 +132,7 @@ async fn sync(
             }
         };
         let name = candidate.request.name.clone();
-        if handled.get(&name) == Some(&candidate.identity) {
-            left_to_leader.remove(&name);
+        if progress.was_handled(&name, &candidate.identity) {
             continue;
         }
         let deployed = node.replica.kernel().read().await.plugin(&name);
@@ -122,16 +141,15 @@ async fn sync(
             .as_ref()
             .is_some_and(|deployed| already_deployed(deployed, request))
         {
-            left_to_leader.remove(&name);
-            handled.insert(name, candidate.identity);
+            progress.handle(name, candidate.identity);
             continue;
         }
         if !node.leads() {
+            let left_to_leader = &mut progress.left_to_leader;
             match after_the_leader(node, &candidate, deployed.as_ref(), left_to_leader).await {
                 Turn::Wait => continue,
                 Turn::Leave => {
-                    left_to_leader.remove(&name);
-                    handled.insert(name, candidate.identity);
+                    progress.handle(name, candidate.identity);
                     continue;
                 }
                 Turn::Deploy => {}
@@ -139,14 +157,12 @@ async fn sync(
         }
         match deploy_keeping_bindings(node, candidate.request.clone()).await {
             Ok(_) => {
-                left_to_leader.remove(&name);
-                handled.insert(name.clone(), candidate.identity);
+                progress.handle(name.clone(), candidate.identity);
                 tracing::info!(plugin = %name, version = %request.version, "deployed from the plugin directory");
             }
             Err(status) if status.code() == Code::InvalidArgument => {
                 tracing::error!(plugin = %name, reason = %status.message(), "plugin refused; the deployed version, if any, keeps serving");
-                left_to_leader.remove(&name);
-                handled.insert(name, candidate.identity);
+                progress.handle(name, candidate.identity);
             }
             Err(status) => {
                 // Still left to the leader long enough: the next pass tries again at once.
