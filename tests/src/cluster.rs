@@ -93,6 +93,17 @@ impl Cluster {
     }
 
     fn spawn(&self, i: usize, state: &str) -> anyhow::Result<Server> {
+        self.spawn_with(i, state, &[], &[])
+    }
+
+    /// Starts member `i` with `extra` flags after the cluster's and `env` in its environment.
+    fn spawn_with(
+        &self,
+        i: usize,
+        state: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let spec = &self.specs[i];
         let mut command = Command::new(cairn_binary());
         command
@@ -105,7 +116,9 @@ impl Cluster {
             .args(["--initial-advertise-peer-urls", &spec.peer_url])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", state])
-            .args(&self.flags);
+            .args(&self.flags)
+            .args(extra)
+            .envs(env.iter().copied());
         Server::spawn(
             command,
             spec.client_url.clone(),
@@ -157,11 +170,35 @@ impl Cluster {
 
     /// Restarts member `i` with the command line it first started with.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.restart_with(i, &[]).await
+    }
+
+    /// Restarts member `i` with the command line it first started with and `env`.
+    pub async fn restart_with(&mut self, i: usize, env: &[(&str, &str)]) -> anyhow::Result<()> {
         assert!(!self.is_running(i), "member {i} is running");
-        let mut server = self.spawn(i, "new")?;
+        let mut server = self.spawn_with(i, "new", &[], env)?;
         server.wait_ready().await?;
         self.servers[i] = Some(server);
         Ok(())
+    }
+
+    /// Stops member `i` with SIGTERM, as an operator would, and waits until it has exited.
+    pub fn stop(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let mut server = self.servers[i].take().context("member not running")?;
+        server.terminate()
+    }
+
+    /// Waits for member `i` to exit of its own accord, for at most `timeout`; returns how it
+    /// ended, or fails if it still runs.
+    pub fn exited(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let server = self.servers[i].as_mut().context("member not running")?;
+        let status = server.wait_for_exit(timeout)?;
+        self.servers[i] = None;
+        Ok(status)
     }
 
     /// A spec for a member not yet in the cluster, to add with MemberAdd and then [`Cluster::join`].
@@ -174,7 +211,12 @@ impl Cluster {
 
     /// Starts planned member `i` with `--initial-cluster-state existing`.
     pub async fn join(&mut self, i: usize) -> anyhow::Result<()> {
-        let mut server = self.spawn(i, "existing")?;
+        self.join_with(i, &[]).await
+    }
+
+    /// As [`Cluster::join`], with `extra` flags after the cluster's.
+    pub async fn join_with(&mut self, i: usize, extra: &[&str]) -> anyhow::Result<()> {
+        let mut server = self.spawn_with(i, "existing", extra, &[])?;
         server.wait_ready().await?;
         self.servers[i] = Some(server);
         Ok(())

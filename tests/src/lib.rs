@@ -159,6 +159,26 @@ impl Server {
         }
     }
 
+    /// Waits for the process to exit of its own accord, for at most `timeout`; returns how it
+    /// ended, or fails, leaving it running, if it has not.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("server already stopped")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "server still running after {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -12,11 +12,14 @@
 
 mod answer_slot;
 mod applied;
+mod cluster_file;
 mod codec;
+mod fault;
 mod log_store;
 mod log_tail;
 mod network;
 mod peer_calls;
+mod peer_identity;
 mod peer_service;
 mod peer_stream;
 mod proposer;
@@ -25,6 +28,12 @@ mod state_machine;
 mod synced;
 mod types;
 
+pub use cluster_file::{
+    ClusterFileError, holds_log, restored_from, store_cluster_id, stored_cluster_id,
+};
+pub use fault::ApplyFault;
+pub use network::{CallError, ClusterView, identify};
+pub use peer_identity::{ClusterId, PeerIdentity};
 pub use peer_service::PeerService;
 pub use proposer::Outcome;
 pub use replica::{

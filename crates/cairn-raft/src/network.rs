@@ -1,14 +1,15 @@
 //! The client side of the peer network: one reused HTTP/2 connection per peer, carrying Raft's
 //! messages encoded with postcard on long-lived streams of two kinds: replication, one request at
 //! a time per stream (`peer_stream`), and every other call, many at once on one stream
-//! (`peer_calls`).
+//! (`peer_calls`). Each stream is opened for one member of this cluster, and says so in its
+//! headers (`peer_identity`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_proto::cairn_v1::PeerMessage;
 use cairn_proto::cairn_v1::peer_client::PeerClient;
+use cairn_proto::cairn_v1::{IdentifyRequest, IdentifyResponse, PeerMessage};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -23,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
 use crate::peer_calls::CallStream;
+use crate::peer_identity::{ClusterId, PeerIdentity, Throttle, log_refused_by};
 use crate::peer_stream::ReplicationStream;
 use crate::synced::SyncedLog;
 use crate::types::{LogId, Member, MemberId, TypeConfig};
@@ -38,15 +40,27 @@ pub(crate) enum PeerCall {
     Elect,
 }
 
-/// Connections to peers, and the streams on them, by URL, shared by every sender on this member.
-#[derive(Clone, Default)]
+/// A member to send to: its ID, which its streams name, and the URL it is reached at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PeerAddress {
+    pub(crate) id: MemberId,
+    pub(crate) url: String,
+}
+
+/// Connections to peers by URL, and the streams on them by member, shared by every sender on
+/// this member.
+#[derive(Clone)]
 pub struct Peers {
+    /// Who this member is, as every stream it opens says.
+    identity: PeerIdentity,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    calls: Arc<Mutex<HashMap<String, CallStreamSlot>>>,
+    calls: Arc<Mutex<HashMap<PeerAddress, CallStreamSlot>>>,
     /// Replication streams with no request on them. openraft makes a new link for each round
     /// of a leadership check (ReadIndex) while its replication link to the same peer may be
     /// mid-request, so streams are shared through this pool rather than owned by a link.
-    idle_replication: Arc<Mutex<HashMap<String, Vec<ReplicationStream>>>>,
+    idle_replication: Arc<Mutex<HashMap<PeerAddress, Vec<ReplicationStream>>>>,
+    /// Refusals of this member by its peers, logged a few times a minute at most.
+    refused_by: Arc<Throttle>,
 }
 
 /// Idle replication streams kept per peer; more come only from exchanges that overlapped.
@@ -71,12 +85,22 @@ pub enum CallError {
     /// The peer answered that it could not take the call, so it did not act on it.
     #[error("peer {url} could not take the call: {reason}")]
     Rejected { url: String, reason: String },
+    /// The peer refused this member itself: it belongs to another cluster, is another member
+    /// than the one this member meant, or does not count this member as one of its cluster's.
+    /// Nothing was acted on.
+    #[error("peer {url} refused this member: {reason}")]
+    NotAccepted { url: String, reason: String },
 }
 
 impl CallError {
     /// The error a failed call to `url` came to.
     pub(crate) fn from_status(url: &str, status: &tonic::Status) -> CallError {
-        if connection_refused(status) {
+        if status.code() == tonic::Code::FailedPrecondition {
+            CallError::NotAccepted {
+                url: url.to_string(),
+                reason: status.message().to_string(),
+            }
+        } else if connection_refused(status) {
             CallError::Refused {
                 url: url.to_string(),
             }
@@ -90,6 +114,45 @@ impl CallError {
 }
 
 impl Peers {
+    /// Connections from the member `identity` names, none open yet.
+    pub(crate) fn new(identity: PeerIdentity) -> Peers {
+        Peers {
+            identity,
+            channels: Arc::default(),
+            calls: Arc::default(),
+            idle_replication: Arc::default(),
+            refused_by: Arc::default(),
+        }
+    }
+
+    /// Who this member is to its peers.
+    pub(crate) fn identity(&self) -> PeerIdentity {
+        self.identity
+    }
+
+    /// A request to `peer` that names this member's cluster, this member and `peer`.
+    pub(crate) fn request<T>(&self, peer: &PeerAddress, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        self.identity.stamp(request.metadata_mut(), peer.id);
+        request
+    }
+
+    /// Logs, a few times a minute at most, that `error` is a peer's refusal of this member.
+    pub(crate) fn note_refusal(&self, error: &CallError) {
+        if let CallError::NotAccepted { url, reason } = error {
+            log_refused_by(&self.refused_by, url, reason);
+        }
+    }
+
+    /// Who answers at `url`: the peer's cluster, its member ID and the members it knows.
+    pub(crate) async fn identify(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<ClusterView, CallError> {
+        ask_identity(self.client(url)?, url, timeout).await
+    }
+
     /// The shared connection to `url`, opened on first use.
     fn channel(&self, url: &str) -> Result<Channel, CallError> {
         let mut channels = self.channels.lock().expect("peer channel map poisoned");
@@ -117,65 +180,124 @@ impl Peers {
             .max_encoding_message_size(usize::MAX))
     }
 
-    /// Sends `request` to the peer at `url` and decodes its answer.
+    /// Sends `request` to `peer` and decodes its answer.
     pub(crate) async fn call<Q: Serialize, A: DeserializeOwned>(
         &self,
-        url: &str,
+        peer: &PeerAddress,
         call: PeerCall,
         request: &Q,
         timeout: Duration,
     ) -> Result<A, CallError> {
         let payload = codec::encode(&(call, request));
         let answer = tokio::time::timeout(timeout, async {
-            self.call_stream(url).await?.call(payload).await
+            self.call_stream(peer).await?.call(payload).await
         })
         .await
-        .map_err(|_| CallError::Unreachable {
-            url: url.to_string(),
-            reason: format!("no answer within {timeout:?}"),
-        })??;
-        decode_answer(url, &answer)
+        .unwrap_or_else(|_| {
+            Err(CallError::Unreachable {
+                url: peer.url.clone(),
+                reason: format!("no answer within {timeout:?}"),
+            })
+        });
+        if let Err(error) = &answer {
+            self.note_refusal(error);
+        }
+        decode_answer(&peer.url, &answer?)
     }
 
-    /// An idle replication stream to `url`, if there is one.
-    fn idle_replication(&self, url: &str) -> Option<ReplicationStream> {
+    /// An idle replication stream to `peer`, if there is one.
+    fn idle_replication(&self, peer: &PeerAddress) -> Option<ReplicationStream> {
         self.idle_replication
             .lock()
             .expect("idle replication streams poisoned")
-            .get_mut(url)?
+            .get_mut(peer)?
             .pop()
     }
 
-    /// Keeps `stream`, whose last request was answered, for the next exchange with `url`.
-    fn replication_done(&self, url: &str, stream: ReplicationStream) {
+    /// Keeps `stream`, whose last request was answered, for the next exchange with `peer`.
+    fn replication_done(&self, peer: &PeerAddress, stream: ReplicationStream) {
         let mut idle = self
             .idle_replication
             .lock()
             .expect("idle replication streams poisoned");
-        let streams = idle.entry(url.to_string()).or_default();
+        let streams = idle.entry(peer.clone()).or_default();
         if streams.len() < IDLE_REPLICATION_STREAMS_MAX {
             streams.push(stream);
         }
     }
 
-    /// The open stream of calls to `url`, opened anew if there is none.
-    async fn call_stream(&self, url: &str) -> Result<Arc<CallStream>, CallError> {
+    /// The open stream of calls to `peer`, opened anew if there is none.
+    async fn call_stream(&self, peer: &PeerAddress) -> Result<Arc<CallStream>, CallError> {
         let slot = self
             .calls
             .lock()
             .expect("peer call streams poisoned")
-            .entry(url.to_string())
+            .entry(peer.clone())
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
         match &*slot {
             Some(stream) if stream.is_open() => Ok(stream.clone()),
             _ => {
-                let stream = Arc::new(CallStream::open(self, url).await?);
+                let stream = Arc::new(CallStream::open(self, peer).await?);
                 Ok(slot.insert(stream).clone())
             }
         }
     }
+}
+
+/// A member's answer to who it is: its cluster, its own ID, and the members it knows of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    pub cluster_id: ClusterId,
+    pub member_id: MemberId,
+    /// Each member's ID and peer URLs, voters and learners.
+    pub members: Vec<(MemberId, Vec<String>)>,
+}
+
+/// Asks the member at `url` who it is, for a member that has yet to learn which cluster it
+/// joins; fails if nothing answers there within `timeout`.
+pub async fn identify(url: &str, timeout: Duration) -> Result<ClusterView, CallError> {
+    let channel = Endpoint::from_shared(url.to_string())
+        .map_err(|e| CallError::Unreachable {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(timeout)
+        .connect_lazy();
+    ask_identity(PeerClient::new(channel), url, timeout).await
+}
+
+async fn ask_identity(
+    mut client: PeerClient<Channel>,
+    url: &str,
+    timeout: Duration,
+) -> Result<ClusterView, CallError> {
+    let mut request = tonic::Request::new(IdentifyRequest {});
+    request.set_timeout(timeout);
+    let answer = match tokio::time::timeout(timeout, client.identify(request)).await {
+        Ok(Ok(answer)) => answer.into_inner(),
+        Ok(Err(status)) => return Err(CallError::from_status(url, &status)),
+        Err(_) => {
+            return Err(CallError::Unreachable {
+                url: url.to_string(),
+                reason: format!("no answer within {timeout:?}"),
+            });
+        }
+    };
+    let IdentifyResponse {
+        cluster_id,
+        member_id,
+        members,
+    } = answer;
+    Ok(ClusterView {
+        cluster_id,
+        member_id,
+        members: members
+            .into_iter()
+            .map(|member| (member.id, member.peer_urls))
+            .collect(),
+    })
 }
 
 /// Decodes the answer the peer at `url` sent.
@@ -202,9 +324,13 @@ fn connection_refused(status: &tonic::Status) -> bool {
     false
 }
 
-/// The first peer URL of a member: where Raft traffic for it goes.
-pub(crate) fn peer_url(member: &Member) -> Option<&str> {
-    member.peer_urls.first().map(String::as_str)
+/// Where Raft traffic for member `id` goes: the first of its peer URLs.
+pub(crate) fn peer_address(id: MemberId, member: &Member) -> Option<PeerAddress> {
+    let url = member.peer_urls.first()?;
+    Some(PeerAddress {
+        id,
+        url: url.clone(),
+    })
 }
 
 /// The network openraft replicates over: the shared peer connections, and how far this member's
@@ -221,8 +347,10 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerLink {
             peers: self.peers.clone(),
             synced: self.synced.clone(),
-            target,
-            url: peer_url(member).unwrap_or_default().to_string(),
+            peer: peer_address(target, member).unwrap_or(PeerAddress {
+                id: target,
+                url: String::new(),
+            }),
         }
     }
 }
@@ -231,8 +359,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerLink {
     peers: Peers,
     synced: SyncedLog,
-    target: MemberId,
-    url: String,
+    peer: PeerAddress,
 }
 
 impl PeerLink {
@@ -244,10 +371,10 @@ impl PeerLink {
     ) -> Result<A, RPCError<MemberId, Member, E>> {
         let answer: Result<A, E> = self
             .peers
-            .call(&self.url, call, request, option.hard_ttl())
+            .call(&self.peer, call, request, option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+        answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.peer.id, error)))
     }
 
     /// Sends `request` on an idle replication stream to the peer, or on a new one.
@@ -265,9 +392,9 @@ impl PeerLink {
         // answer is read: a call that fails, or that openraft stops waiting for, drops it, so
         // an answer still on its way can never be read as the next request's.
         let exchanged = tokio::time::timeout(timeout, async {
-            let mut stream = match self.peers.idle_replication(&self.url) {
+            let mut stream = match self.peers.idle_replication(&self.peer) {
                 Some(stream) => stream,
-                None => ReplicationStream::open(&self.peers, &self.url).await?,
+                None => ReplicationStream::open(&self.peers, &self.peer).await?,
             };
             let answer = stream.exchange(message).await?;
             Ok((stream, answer))
@@ -275,24 +402,28 @@ impl PeerLink {
         .await
         .unwrap_or_else(|_| {
             Err(CallError::Unreachable {
-                url: self.url.clone(),
+                url: self.peer.url.clone(),
                 reason: format!("no answer within {timeout:?}"),
             })
         });
+        if let Err(error) = &exchanged {
+            self.peers.note_refusal(error);
+        }
         let (stream, answer) = exchanged.map_err(rpc_error)?;
-        self.peers.replication_done(&self.url, stream);
+        self.peers.replication_done(&self.peer, stream);
         let answer: Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>> =
-            decode_answer(&self.url, &answer.payload).map_err(rpc_error)?;
-        answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+            decode_answer(&self.peer.url, &answer.payload).map_err(rpc_error)?;
+        answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.peer.id, error)))
     }
 }
 
 /// How openraft is told of a call that failed on the way.
 fn rpc_error<E: std::error::Error>(error: CallError) -> RPCError<MemberId, Member, E> {
     match error {
-        CallError::Unreachable { .. } | CallError::Refused { .. } => {
-            RPCError::Unreachable(Unreachable::new(&error))
-        }
+        // A peer that refuses this member is, for Raft, a peer it cannot reach.
+        CallError::Unreachable { .. }
+        | CallError::Refused { .. }
+        | CallError::NotAccepted { .. } => RPCError::Unreachable(Unreachable::new(&error)),
         CallError::Garbled { .. } | CallError::Rejected { .. } => {
             RPCError::Network(NetworkError::new(&error))
         }
@@ -359,7 +490,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             None => Err(RPCError::Timeout(Timeout {
                 action: RPCTypes::AppendEntries,
                 id: request.vote.leader_id.node_id,
-                target: self.target,
+                target: self.peer.id,
                 timeout: option.soft_ttl(),
             })),
         }
@@ -393,7 +524,7 @@ mod tests {
     use std::time::Duration;
 
     use cairn_proto::cairn_v1::peer_server::{Peer, PeerServer};
-    use cairn_proto::cairn_v1::{PeerCallMessage, PeerMessage};
+    use cairn_proto::cairn_v1::{IdentifyRequest, IdentifyResponse, PeerCallMessage, PeerMessage};
     use openraft::error::RaftError;
     use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
     use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
@@ -402,16 +533,40 @@ mod tests {
     use tonic::transport::server::TcpIncoming;
     use tonic::{Request, Response, Status, Streaming};
 
-    use super::{CallError, PeerCall, PeerLink, PeerNetwork, Peers};
+    use super::{CallError, PeerAddress, PeerCall, PeerLink, PeerNetwork, Peers};
     use crate::codec;
     use crate::peer_calls::{CallAnswers, answer_calls};
+    use crate::peer_identity::{PeerIdentity, Refusal};
     use crate::peer_stream::{Answers, answer_each};
     use crate::synced::SyncedLog;
     use crate::types::{Entry, LogId, Member, MemberId, TypeConfig, Vote};
 
+    /// The cluster of the members these tests send from (member 1) and to (member 2).
+    const CLUSTER: u64 = 0xc1;
+    const SENDER: PeerIdentity = PeerIdentity {
+        cluster_id: CLUSTER,
+        member_id: 1,
+    };
+    const RECEIVER: PeerIdentity = PeerIdentity {
+        cluster_id: CLUSTER,
+        member_id: 2,
+    };
+
+    fn receiver_at(url: &str) -> PeerAddress {
+        PeerAddress {
+            id: RECEIVER.member_id,
+            url: url.to_string(),
+        }
+    }
+
     async fn call(url: &str) -> Result<(), CallError> {
-        Peers::default()
-            .call::<_, ()>(url, PeerCall::ReadIndex, &(), Duration::from_millis(300))
+        Peers::new(SENDER)
+            .call::<_, ()>(
+                &receiver_at(url),
+                PeerCall::ReadIndex,
+                &(),
+                Duration::from_millis(300),
+            )
             .await
     }
 
@@ -444,12 +599,14 @@ mod tests {
         held.abort();
     }
 
-    /// A peer that accepts every AppendEntries at once, counting them and the streams they came
+    /// A peer, member 2 of [`CLUSTER`] unless made another, that admits streams as a member
+    /// does and accepts every AppendEntries at once, counting them and the streams they came
     /// on; with `slow_first`, it answers the first request it receives only after that long, and
     /// with a conflict. It answers every other call, whatever the call, with the number of
     /// milliseconds the call names, after waiting that long; it refuses [`REFUSED_CALL`].
     #[derive(Clone)]
     struct AcceptingPeer {
+        identity: PeerIdentity,
         received: Arc<AtomicUsize>,
         streams: Arc<AtomicUsize>,
         call_streams: Arc<AtomicUsize>,
@@ -460,12 +617,20 @@ mod tests {
     impl AcceptingPeer {
         fn new(slow_first: Option<Duration>) -> AcceptingPeer {
             AcceptingPeer {
+                identity: RECEIVER,
                 received: Arc::default(),
                 streams: Arc::default(),
                 call_streams: Arc::default(),
                 stopped: Arc::new(watch::channel(false).0),
                 slow_first,
             }
+        }
+
+        fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+            self.identity
+                .admit(request.metadata())
+                .map(|_| ())
+                .map_err(Refusal::into_status)
         }
     }
 
@@ -475,6 +640,7 @@ mod tests {
         type CallsStream = CallAnswers;
 
         async fn replicate(&self, requests: Request<Streaming<PeerMessage>>) -> Streamed {
+            self.admit(&requests)?;
             self.streams.fetch_add(1, Ordering::SeqCst);
             let peer = self.clone();
             let answers = answer_each(requests.into_inner(), self.stopped.subscribe(), move |_| {
@@ -499,6 +665,7 @@ mod tests {
         }
 
         async fn calls(&self, calls: Request<Streaming<PeerCallMessage>>) -> CallsStreamed {
+            self.admit(&calls)?;
             self.call_streams.fetch_add(1, Ordering::SeqCst);
             let answers = answer_calls(
                 calls.into_inner(),
@@ -514,6 +681,17 @@ mod tests {
                 },
             );
             Ok(Response::new(answers))
+        }
+
+        async fn identify(
+            &self,
+            _: Request<IdentifyRequest>,
+        ) -> Result<Response<IdentifyResponse>, Status> {
+            Ok(Response::new(IdentifyResponse {
+                cluster_id: self.identity.cluster_id,
+                member_id: self.identity.member_id,
+                members: Vec::new(),
+            }))
         }
     }
 
@@ -543,7 +721,7 @@ mod tests {
         let url = serve(peer).await;
         let (synced, synced_receiver) = watch::channel(None);
         let network = PeerNetwork {
-            peers: Peers::default(),
+            peers: Peers::new(SENDER),
             synced: SyncedLog::new(synced_receiver),
         };
         let member = Member {
@@ -557,7 +735,10 @@ mod tests {
     /// the leader's sync.
     async fn link_to(peer: AcceptingPeer) -> (PeerLink, watch::Sender<Option<LogId>>) {
         let (mut network, member, synced) = network_to(peer).await;
-        (network.new_client(2, &member).await, synced)
+        (
+            network.new_client(RECEIVER.member_id, &member).await,
+            synced,
+        )
     }
 
     /// A link to a peer that accepts everything at once, from a leader whose sync has reached
@@ -714,7 +895,7 @@ mod tests {
         synced.send_replace(Some(LogId::new(CommittedLeaderId::new(1, 1), 9)));
         // openraft makes a new link for every leadership check.
         for index in 1..=3 {
-            let mut link = network.new_client(2, &member).await;
+            let mut link = network.new_client(RECEIVER.member_id, &member).await;
             let request = append_request(entries(index..=index), None);
             let answer = link
                 .append_entries(request, RPCOption::new(Duration::from_secs(5)))
@@ -725,8 +906,8 @@ mod tests {
         assert_eq!(peer.streams.load(Ordering::SeqCst), 1);
         // Requests at once each need a stream of their own.
         let (first, second) = (
-            network.new_client(2, &member).await,
-            network.new_client(2, &member).await,
+            network.new_client(RECEIVER.member_id, &member).await,
+            network.new_client(RECEIVER.member_id, &member).await,
         );
         let (a, b) = tokio::join!(
             send(
@@ -772,7 +953,7 @@ mod tests {
     async fn calls_to_new_peer() -> (AcceptingPeer, String, Peers) {
         let peer = AcceptingPeer::new(None);
         let url = serve(peer.clone()).await;
-        (peer, url, Peers::default())
+        (peer, url, Peers::new(SENDER))
     }
 
     /// Calls `peer` at `url`, asking it to wait `millis` before it answers.
@@ -782,7 +963,9 @@ mod tests {
         millis: u64,
         timeout: Duration,
     ) -> Result<u64, CallError> {
-        peers.call(url, PeerCall::ReadIndex, &millis, timeout).await
+        peers
+            .call(&receiver_at(url), PeerCall::ReadIndex, &millis, timeout)
+            .await
     }
 
     #[tokio::test]
@@ -854,5 +1037,75 @@ mod tests {
         peer.stopped.send_replace(false);
         assert_eq!(call_waiting(&peers, &url, 0, timeout).await.unwrap(), 0);
         assert_eq!(peer.call_streams.load(Ordering::SeqCst), 2);
+    }
+
+    /// A peer that is member 2 of another cluster.
+    fn peer_of_another_cluster() -> AcceptingPeer {
+        AcceptingPeer {
+            identity: PeerIdentity {
+                cluster_id: 0xc2,
+                member_id: 2,
+            },
+            ..AcceptingPeer::new(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_cluster_refuses_calls_and_replication_before_reading_them() {
+        let peer = peer_of_another_cluster();
+        let (mut link, synced) = link_to(peer.clone()).await;
+        synced.send_replace(Some(LogId::new(CommittedLeaderId::new(1, 1), 9)));
+        let replicated = link
+            .append_entries(
+                append_request(entries(1..=1), None),
+                RPCOption::new(Duration::from_secs(5)),
+            )
+            .await;
+        assert!(replicated.is_err(), "{replicated:?}");
+        assert_eq!(
+            peer.received.load(Ordering::SeqCst),
+            0,
+            "a message was read"
+        );
+
+        let url = serve(peer.clone()).await;
+        let refused = call_waiting(&Peers::new(SENDER), &url, 0, Duration::from_secs(5)).await;
+        match refused {
+            Err(CallError::NotAccepted { reason, .. }) => assert!(
+                reason.contains("cluster c2") && reason.contains("cluster c1"),
+                "{reason}"
+            ),
+            other => panic!("expected a refusal of this member, got {other:?}"),
+        }
+        assert_eq!(peer.call_streams.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_meant_for_another_member_is_refused() {
+        let (peer, url, peers) = calls_to_new_peer().await;
+        let elsewhere = PeerAddress {
+            id: 3,
+            url: url.clone(),
+        };
+        let refused: Result<u64, _> = peers
+            .call(
+                &elsewhere,
+                PeerCall::ReadIndex,
+                &0u64,
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(CallError::NotAccepted { reason, .. }) if reason.contains("meant for member 3")),
+            "{refused:?}"
+        );
+        assert_eq!(peer.call_streams.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn identify_names_the_cluster_and_member_at_a_url() {
+        let url = serve(peer_of_another_cluster()).await;
+        let view = super::identify(&url, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((view.cluster_id, view.member_id), (0xc2, 2));
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Status, Streaming};
 
-use crate::network::{CallError, Peers};
+use crate::network::{CallError, PeerAddress, Peers};
 
 /// The answers of a `Calls` stream, as the peer service returns them.
 pub(crate) type CallAnswers = Pin<Box<dyn Stream<Item = Result<PeerCallMessage, Status>> + Send>>;
@@ -38,12 +38,13 @@ struct Waiting {
 }
 
 impl CallStream {
-    /// Opens a stream to the peer at `url`, over the connection this member shares with it.
-    pub(crate) async fn open(peers: &Peers, url: &str) -> Result<CallStream, CallError> {
+    /// Opens a stream to `peer`, over the connection this member shares with its URL.
+    pub(crate) async fn open(peers: &Peers, peer: &PeerAddress) -> Result<CallStream, CallError> {
+        let url = &peer.url;
         let (requests, queued) = mpsc::unbounded_channel();
         let answers = peers
             .client(url)?
-            .calls(UnboundedReceiverStream::new(queued))
+            .calls(peers.request(peer, UnboundedReceiverStream::new(queued)))
             .await
             .map_err(|status| CallError::from_status(url, &status))?
             .into_inner();
@@ -127,6 +128,11 @@ async fn hand_out_answers(
                 if let Some(reply) = lock(&waiting).answers.remove(&answer.id) {
                     let _ = reply.send(if answer.error.is_empty() {
                         Ok(answer.payload)
+                    } else if answer.refused {
+                        Err(CallError::NotAccepted {
+                            url: url.clone(),
+                            reason: answer.error,
+                        })
                     } else {
                         Err(CallError::Rejected {
                             url: url.clone(),
@@ -152,7 +158,8 @@ async fn hand_out_answers(
 /// Serves a `Calls` stream: answers each call with `answer`, all of them at once, until the
 /// calls end, the stream breaks, or `stopped` turns true; the stream ends once the calls
 /// already taken are answered. A call `answer` fails is answered with its error, which tells the
-/// caller the call was not acted on: `answer` must fail only before it acts. Ending on
+/// caller the call was not acted on: `answer` must fail only before it acts, and fails with
+/// FAILED_PRECONDITION only to refuse the caller itself. Ending on
 /// `stopped` lets a server shut down gracefully: it waits for its open streams to end, and the
 /// caller never ends its own.
 pub(crate) fn answer_calls<F, A>(
@@ -185,12 +192,13 @@ where
                     Ok(payload) => PeerCallMessage {
                         id: call.id,
                         payload,
-                        error: String::new(),
+                        ..PeerCallMessage::default()
                     },
                     Err(status) => PeerCallMessage {
                         id: call.id,
                         payload: Vec::new(),
                         error: format!("{:?}: {}", status.code(), status.message()),
+                        refused: status.code() == tonic::Code::FailedPrecondition,
                     },
                 };
                 let _ = answers.send(Ok(answer));

@@ -1,7 +1,9 @@
 //! The server side of the peer network: `cairn.v1.Peer`, answering other members of the cluster.
 
 use cairn_proto::cairn_v1::peer_server::{Peer, PeerServer};
-use cairn_proto::cairn_v1::{PeerCallMessage, PeerMessage};
+use cairn_proto::cairn_v1::{
+    IdentifyRequest, IdentifyResponse, PeerCallMessage, PeerMember, PeerMessage,
+};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
@@ -11,7 +13,7 @@ use crate::network::PeerCall;
 use crate::peer_calls::{CallAnswers, answer_calls};
 use crate::peer_stream::{Answers, answer_each};
 use crate::replica::{MembershipChange, ReadIndexError, Replica, ReplicaError};
-use crate::types::{Batch, TypeConfig};
+use crate::types::{Batch, MemberId, TypeConfig};
 
 /// Serves Raft's messages and what followers pass to the leader.
 pub struct PeerService {
@@ -36,11 +38,22 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
 }
 
-/// Answers one call from a peer: which call, then its argument. Fails only when it cannot read
-/// the call, before acting on it; every outcome of acting goes back in the answer.
-async fn answer(replica: Replica, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+/// Whether a call must come from a member of this cluster. A leader this member does not know
+/// yet may replicate to it (its membership is behind), so entries and snapshots are taken from
+/// anyone in the cluster; a vote, a write, a read or a change asked by someone who is not a
+/// member is refused: a removed member must not disturb the cluster.
+fn needs_member(call: PeerCall) -> bool {
+    !matches!(call, PeerCall::InstallSnapshot)
+}
+
+/// Answers one call from peer `from`: which call, then its argument. Fails only when it cannot
+/// read or take the call, before acting on it; every outcome of acting goes back in the answer.
+async fn answer(replica: Replica, from: MemberId, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
     let (call, request) = codec::decode_prefix::<PeerCall>(&payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable peer call: {e}")))?;
+    if needs_member(call) {
+        replica.admit_member(from)?;
+    }
     let raft = replica.raft();
     Ok(match call {
         PeerCall::Vote => {
@@ -84,6 +97,7 @@ impl Peer for PeerService {
         &self,
         requests: Request<Streaming<PeerMessage>>,
     ) -> Result<Response<Answers>, Status> {
+        self.replica.admit(requests.metadata())?;
         let raft = self.replica.raft().clone();
         let answers = answer_each(
             requests.into_inner(),
@@ -106,10 +120,32 @@ impl Peer for PeerService {
         &self,
         calls: Request<Streaming<PeerCallMessage>>,
     ) -> Result<Response<CallAnswers>, Status> {
+        let from = self.replica.admit(calls.metadata())?;
         let replica = self.replica.clone();
         let answers = answer_calls(calls.into_inner(), self.stopped.clone(), move |payload| {
-            answer(replica.clone(), payload)
+            answer(replica.clone(), from, payload)
         });
         Ok(Response::new(answers))
+    }
+
+    async fn identify(
+        &self,
+        _: Request<IdentifyRequest>,
+    ) -> Result<Response<IdentifyResponse>, Status> {
+        let identity = self.replica.identity();
+        let members = self
+            .replica
+            .members()
+            .into_iter()
+            .map(|status| PeerMember {
+                id: status.id,
+                peer_urls: status.member.peer_urls,
+            })
+            .collect();
+        Ok(Response::new(IdentifyResponse {
+            cluster_id: identity.cluster_id,
+            member_id: identity.member_id,
+            members,
+        }))
     }
 }

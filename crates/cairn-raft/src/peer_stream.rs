@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use crate::network::{CallError, Peers};
+use crate::network::{CallError, PeerAddress, Peers};
 
 /// The answers of a `Replicate` stream, as the peer service returns them.
 pub(crate) type Answers = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
@@ -28,19 +28,22 @@ pub(crate) struct ReplicationStream {
 }
 
 impl ReplicationStream {
-    /// Opens a stream to the peer at `url`, over the connection this member shares with it.
-    pub(crate) async fn open(peers: &Peers, url: &str) -> Result<ReplicationStream, CallError> {
+    /// Opens a stream to `peer`, over the connection this member shares with its URL.
+    pub(crate) async fn open(
+        peers: &Peers,
+        peer: &PeerAddress,
+    ) -> Result<ReplicationStream, CallError> {
         // One request is in flight at a time; the slot to spare lets a request be queued
         // without waiting for hyper to take the one before.
         let (requests, queued) = mpsc::channel(2);
         let answers = peers
-            .client(url)?
-            .replicate(ReceiverStream::new(queued))
+            .client(&peer.url)?
+            .replicate(peers.request(peer, ReceiverStream::new(queued)))
             .await
-            .map_err(|status| CallError::from_status(url, &status))?
+            .map_err(|status| CallError::from_status(&peer.url, &status))?
             .into_inner();
         Ok(ReplicationStream {
-            url: url.to_string(),
+            url: peer.url.clone(),
             requests,
             answers,
         })

@@ -22,7 +22,7 @@ use crate::codec;
 use crate::log_store::{InPlaceSync, Truncations};
 use crate::network::{CallError, PeerCall, Peers};
 use crate::replica::{
-    LEADER_WAIT, ReplicaError, dropped_from_log, leader_elsewhere, leader_url, pause_or_give_up,
+    LEADER_WAIT, ReplicaError, dropped_from_log, leader_address, leader_elsewhere, pause_or_give_up,
 };
 use crate::types::{Applied, Batch, Member, MemberId, Raft};
 
@@ -265,11 +265,11 @@ impl Proposer {
                         Err(ProposeError::NotLeader(leader)) => leader,
                     },
                 };
-                if let Some(url) = leader_url(&leader) {
+                if let Some(leader) = leader_address(&leader) {
                     let forwarded = self
                         .peers
                         .call::<_, Result<Forwarded, ReplicaError>>(
-                            url,
+                            &leader,
                             PeerCall::Forward,
                             &batch,
                             deadline
@@ -290,6 +290,10 @@ impl Proposer {
                         // The leader this member knows of is down and never saw the batch:
                         // wait to learn of its successor.
                         Err(CallError::Refused { .. }) => {}
+                        // Refused before it was read: it was never proposed.
+                        Err(CallError::NotAccepted { reason, .. }) => {
+                            return Err(ReplicaError::NotAccepted(reason));
+                        }
                         Err(error) => return Err(ReplicaError::Timeout(error.to_string())),
                     }
                 }

@@ -9,20 +9,25 @@ use std::time::{Duration, Instant};
 
 use cairn_kernel::plugin::PluginRuntime;
 use cairn_kernel::{Command, Kernel, Limits};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast, mpsc, oneshot};
+use tonic::Status;
 
 use crate::applied::{AppliedLog, applied_log};
+use crate::fault::ApplyFault;
 use crate::log_store::LogStore;
-use crate::network::{CallError, PeerCall, PeerNetwork, Peers, peer_url};
+use crate::network::{CallError, PeerAddress, PeerCall, PeerNetwork, Peers, peer_address};
+use crate::peer_identity::{PeerIdentity, Refusal, Throttle, log_refused};
 use crate::proposer::{Forwarded, Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, last_applied, open_kernel};
 use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
 
 /// How long a write or a linearizable read may wait for a leader before it fails.
 pub(crate) const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long a `member add` waits to learn who answers at the new member's URL.
+const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between attempts while no leader is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Applies announced to watchers that a slow receiver may fall behind by before it must read
@@ -38,6 +43,8 @@ pub struct RaftSettings {
     pub snapshot_count: u64,
     /// Entries kept in the log behind a snapshot, so a slow follower can catch up from the log.
     pub snapshot_catchup_entries: u64,
+    /// A fault to inject, for tests of how a failing member stops; none for real.
+    pub fault: Option<ApplyFault>,
 }
 
 impl Default for RaftSettings {
@@ -47,6 +54,7 @@ impl Default for RaftSettings {
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5_000,
+            fault: None,
         }
     }
 }
@@ -82,6 +90,20 @@ pub enum ReplicaError {
     BadTransferee(MemberId),
     #[error("leadership did not move in time")]
     TransferTimeout,
+    #[error(
+        "a member of another cluster ({theirs:x}; this cluster is {ours:x}) answers at {url}: \
+         check the peer URL"
+    )]
+    PeerInOtherCluster { url: String, theirs: u64, ours: u64 },
+    #[error(
+        "member {member:x}, no longer of this cluster, still answers at {url}: a removed member \
+         must be stopped, and its data directory emptied, before it is added again"
+    )]
+    PeerAlreadyMember { url: String, member: MemberId },
+    /// The leader refused this member: it is not a member of the leader's cluster (removed, or
+    /// never added). Nothing was done.
+    #[error("{0}")]
+    NotAccepted(String),
 }
 
 /// A member as the cluster API reports it.
@@ -150,6 +172,8 @@ pub struct Replica {
     reads: Arc<Mutex<ReadRounds>>,
     events: broadcast::Sender<Arc<AppliedEvents>>,
     applied: AppliedLog,
+    /// Peers this member refused, logged a few times a minute at most.
+    refusals: Arc<Throttle>,
 }
 
 /// Linearizable reads waiting for a ReadIndex round.
@@ -160,16 +184,18 @@ struct ReadRounds {
 }
 
 impl Replica {
-    /// Opens this member's log and kernel under `data_dir` and starts Raft. Plugin commands run
-    /// on `plugins`; it is given before Raft starts because replaying the log may run them.
+    /// Opens this member's log and kernel under `data_dir` and starts Raft, as the member and
+    /// cluster `identity` names. Plugin commands run on `plugins`; it is given before Raft starts
+    /// because replaying the log may run them.
     pub async fn start(
-        id: MemberId,
+        identity: PeerIdentity,
         data_dir: &Path,
         limits: Limits,
         settings: &RaftSettings,
         bootstrap: Bootstrap,
         plugins: Arc<dyn PluginRuntime>,
     ) -> Result<Replica, StartError> {
+        let id = identity.member_id;
         let dirs = StateDirs::new(data_dir);
         let (mut kernel, kernel_name) = open_kernel(&dirs, limits)?;
         kernel.set_plugin_runtime(plugins);
@@ -187,7 +213,8 @@ impl Replica {
             events.clone(),
             log_store.synced(),
             applied_publisher,
-        );
+        )
+        .with_fault(settings.fault.clone());
         let heartbeat = settings.heartbeat_interval.as_millis() as u64;
         let election = settings.election_timeout.as_millis() as u64;
         let config = Config {
@@ -212,7 +239,7 @@ impl Replica {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let peers = Peers::default();
+        let peers = Peers::new(identity);
         let network = PeerNetwork {
             peers: peers.clone(),
             synced: log_store.synced(),
@@ -253,6 +280,7 @@ impl Replica {
             reads: Arc::default(),
             events,
             applied,
+            refusals: Arc::default(),
         })
     }
 
@@ -271,13 +299,79 @@ impl Replica {
         self.events.subscribe()
     }
 
-    /// The peer URLs of the member this one believes leads, if any.
-    pub fn leader_peer_urls(&self) -> Option<Vec<String>> {
+    /// The member this one believes leads, if any: its ID and peer URLs.
+    pub fn leader_peer(&self) -> Option<(MemberId, Vec<String>)> {
         let leader = self.status().leader?;
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let member = metrics.membership_config.membership().get_node(&leader)?;
-        Some(member.peer_urls.clone())
+        Some((leader, member.peer_urls.clone()))
+    }
+
+    /// Who this member is to its peers: its cluster's ID and its own.
+    pub fn identity(&self) -> PeerIdentity {
+        self.peers.identity()
+    }
+
+    /// Labels `request` for member `to`'s peer port, which refuses a request without the labels.
+    pub fn label_for<T>(&self, request: &mut tonic::Request<T>, to: MemberId) {
+        self.identity().stamp(request.metadata_mut(), to);
+    }
+
+    /// The member a peer request comes from, if its labels name this member of this cluster;
+    /// otherwise the refusal to answer it with, logged a few times a minute at most.
+    pub fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<MemberId, Status> {
+        self.identity()
+            .admit(metadata)
+            .map_err(|refusal| self.refuse(refusal))
+    }
+
+    /// Refuses peer `from` unless it is a voter or a learner in the newest membership this
+    /// member knows; as [`Replica::admit`], the refusal is logged.
+    pub fn admit_member(&self, from: MemberId) -> Result<(), Status> {
+        if self.knows(from) {
+            return Ok(());
+        }
+        Err(self.refuse(self.identity().not_a_member(from)))
+    }
+
+    /// Whether `id` is a voter or a learner in the newest membership this member knows.
+    fn knows(&self, id: MemberId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Status {
+        log_refused(&self.refusals, &refusal);
+        refusal.into_status()
+    }
+
+    /// Waits until Raft stops of itself, through a panic or a fatal error of its core, its log or
+    /// the state machine, rather than by [`Replica::shutdown`]; returns why. A member whose Raft
+    /// has stopped can neither write nor read linearizably, and its status would still show the
+    /// role it last had, so the server stops with it rather than linger.
+    pub async fn failure(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        // Raft's core holds the sending side of its metrics for as long as it runs, and reports
+        // why it stopped as its last metrics, unless it panicked.
+        while metrics.changed().await.is_ok() {}
+        let reported = metrics.borrow().running_state.clone();
+        let fatal = match reported {
+            Err(fatal) => fatal,
+            Ok(()) => match self.raft.is_initialized().await {
+                Err(fatal) => fatal,
+                Ok(_) => return "Raft's core ended without a reason".to_string(),
+            },
+        };
+        match fatal {
+            Fatal::Panicked => "Raft's core panicked".to_string(),
+            fatal => fatal.to_string(),
+        }
     }
 
     /// Writes a backup of this member's applied state, in the snapshot format.
@@ -422,11 +516,11 @@ impl Replica {
                     Err(ReadIndexError::Failed(error)) => return Err(error),
                 },
             };
-            if let Some(url) = leader_url(&leader) {
+            if let Some(leader) = leader_address(&leader) {
                 let answer: Result<Result<u64, ReplicaError>, CallError> = self
                     .peers
                     .call(
-                        url,
+                        &leader,
                         PeerCall::ReadIndex,
                         &(),
                         deadline
@@ -439,6 +533,9 @@ impl Replica {
                     // learn of the next.
                     Ok(Err(ReplicaError::NoLeader)) | Err(CallError::Refused { .. }) => {}
                     Ok(answer) => return answer,
+                    Err(CallError::NotAccepted { reason, .. }) => {
+                        return Err(ReplicaError::NotAccepted(reason));
+                    }
                     Err(error) => return Err(ReplicaError::Unavailable(error.to_string())),
                 }
             }
@@ -491,7 +588,8 @@ impl Replica {
         if target == self.id {
             return Ok(());
         }
-        let url = peer_url(&target_member).ok_or(ReplicaError::BadTransferee(target))?;
+        let transferee =
+            peer_address(target, &target_member).ok_or(ReplicaError::BadTransferee(target))?;
         self.raft
             .wait(Some(deadline.saturating_duration_since(Instant::now())))
             .metrics(
@@ -508,24 +606,26 @@ impl Replica {
             .map_err(|_| ReplicaError::TransferTimeout)?;
 
         self.raft.runtime_config().heartbeat(false);
-        let moved = self.hand_over(url, target, deadline).await;
+        let moved = self.hand_over(&transferee, deadline).await;
         self.raft.runtime_config().heartbeat(true);
         moved
     }
 
     async fn hand_over(
         &self,
-        url: &str,
-        target: MemberId,
+        transferee: &PeerAddress,
         deadline: Instant,
     ) -> Result<(), ReplicaError> {
+        let target = transferee.id;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(ReplicaError::TransferTimeout);
             }
-            let asked: Result<Result<(), ReplicaError>, _> =
-                self.peers.call(url, PeerCall::Elect, &(), remaining).await;
+            let asked: Result<Result<(), ReplicaError>, _> = self
+                .peers
+                .call(transferee, PeerCall::Elect, &(), remaining)
+                .await;
             if let Ok(Err(error)) = asked {
                 return Err(error);
             }
@@ -558,13 +658,16 @@ impl Replica {
             .map_err(|_| ReplicaError::Stopped)
     }
 
-    /// Adds a member (as a learner or a voter); returns the new member list.
+    /// Adds a member (as a learner or a voter); returns the new member list. Refused before the
+    /// membership changes when a member of another cluster, or of this one, answers at one of
+    /// `peer_urls`.
     pub async fn add_member(
         &self,
         id: MemberId,
         peer_urls: Vec<String>,
         learner: bool,
     ) -> Result<Vec<MemberStatus>, ReplicaError> {
+        self.check_unclaimed(&peer_urls).await?;
         let member = Member {
             name: String::new(),
             peer_urls,
@@ -576,6 +679,38 @@ impl Replica {
             learner,
         })
         .await
+    }
+
+    /// Fails if a member answers at one of `peer_urls`. A new member is normally added before it
+    /// starts, so nothing answers there yet; the peer transport refuses another cluster's member
+    /// in any case, and this says so to whoever typed the URL.
+    async fn check_unclaimed(&self, peer_urls: &[String]) -> Result<(), ReplicaError> {
+        let ours = self.identity().cluster_id;
+        for url in peer_urls {
+            // Whatever keeps a URL from answering, nothing there belongs to a cluster yet.
+            let Ok(answer) = self.peers.identify(url, IDENTIFY_TIMEOUT).await else {
+                continue;
+            };
+            let url = url.clone();
+            return Err(
+                if answer.cluster_id == ours && self.knows(answer.member_id) {
+                    // A member of this cluster, under another of its URLs: etcd's own refusal.
+                    ReplicaError::PeerUrlExists
+                } else if answer.cluster_id == ours {
+                    ReplicaError::PeerAlreadyMember {
+                        url,
+                        member: answer.member_id,
+                    }
+                } else {
+                    ReplicaError::PeerInOtherCluster {
+                        url,
+                        theirs: answer.cluster_id,
+                        ours,
+                    }
+                },
+            );
+        }
+        Ok(())
     }
 
     pub async fn remove_member(&self, id: MemberId) -> Result<Vec<MemberStatus>, ReplicaError> {
@@ -631,14 +766,14 @@ impl Replica {
             };
             match leader {
                 Some((leader, _)) if leader == self.id => return self.leader_change(&change).await,
-                Some((_, member)) => {
-                    let Some(url) = peer_url(&member) else {
+                Some((leader, member)) => {
+                    let Some(leader) = peer_address(leader, &member) else {
                         return Err(ReplicaError::NoLeader);
                     };
                     let answer: Result<Vec<MemberStatus>, ReplicaError> = self
                         .peers
                         .call(
-                            url,
+                            &leader,
                             PeerCall::ChangeMembers,
                             &change,
                             deadline
@@ -646,7 +781,12 @@ impl Replica {
                                 .max(RETRY_PAUSE),
                         )
                         .await
-                        .map_err(|error| ReplicaError::Timeout(error.to_string()))?;
+                        .map_err(|error| match error {
+                            CallError::NotAccepted { reason, .. } => {
+                                ReplicaError::NotAccepted(reason)
+                            }
+                            error => ReplicaError::Timeout(error.to_string()),
+                        })?;
                     match answer {
                         Err(ReplicaError::NoLeader) => {}
                         other => return other,
@@ -807,8 +947,8 @@ pub(crate) fn leader_elsewhere(raft: &Raft) -> Option<ForwardToLeader<MemberId, 
     Some(ForwardToLeader::new(leader, node.clone()))
 }
 
-pub(crate) fn leader_url(leader: &ForwardToLeader<MemberId, Member>) -> Option<&str> {
-    leader.leader_node.as_ref().and_then(peer_url)
+pub(crate) fn leader_address(leader: &ForwardToLeader<MemberId, Member>) -> Option<PeerAddress> {
+    peer_address(leader.leader_id?, leader.leader_node.as_ref()?)
 }
 
 /// The error for a proposal openraft refused after the log was truncated. openraft 0.9 refuses

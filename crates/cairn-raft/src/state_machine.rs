@@ -13,6 +13,8 @@
 //! state/CURRENT        names the kernel directory in use (replaced atomically by rename)
 //! state/kv-<n>/        the kernel's RocksDB
 //! snapshots/current.*  the newest snapshot (stream and meta), built here or received
+//! cluster-id           the cluster this directory belongs to (see `cluster_file`)
+//! restored-from        the checksum of the backup it was restored from, if it was
 //! ```
 //!
 //! Installing a received snapshot restores it into a fresh `kv-<n+1>`, then switches CURRENT to
@@ -23,12 +25,14 @@
     reason = "openraft's storage traits return its large StorageError; the helpers feeding them return the same"
 )]
 
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_kernel::{Durability, Kernel, Limits, Revision};
+use futures_util::FutureExt;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
@@ -36,6 +40,7 @@ use tokio::sync::{RwLock, broadcast};
 
 use crate::applied::AppliedPublisher;
 use crate::codec;
+use crate::fault::ApplyFault;
 use crate::synced::SyncedLog;
 use crate::types::{
     Applied, AppliedEvents, Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError,
@@ -94,13 +99,7 @@ impl StateDirs {
 
     /// Points CURRENT at kernel directory `name`, durably and atomically.
     fn switch_to(&self, name: &str) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.state)?;
-        let temporary = self.state.join("CURRENT.tmp");
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(name.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, self.state.join(CURRENT))?;
-        std::fs::File::open(&self.state)?.sync_all()
+        crate::cluster_file::replace_durably(&self.state, CURRENT, name.as_bytes())
     }
 
     /// Removes kernel directories CURRENT does not name: leftovers of an interrupted install.
@@ -148,6 +147,8 @@ pub struct StateMachine {
     synced: SyncedLog,
     /// How far the kernel has applied the log, for requests waiting to see their effects.
     applied: AppliedPublisher,
+    /// A fault a test injected, if any.
+    fault: Option<ApplyFault>,
 }
 
 impl StateMachine {
@@ -169,55 +170,17 @@ impl StateMachine {
             events,
             synced,
             applied,
+            fault: None,
         }
     }
 
-    /// Tells watchers what the entries just applied changed. Nobody listening is no error.
-    fn announce(&self, kernel: &mut Kernel, revision_before: Revision) {
-        let events = kernel.take_events();
-        if kernel.revision() == revision_before {
-            debug_assert!(events.is_empty(), "events without a new revision");
-            return;
-        }
-        let _ = self.events.send(Arc::new(AppliedEvents {
-            first_revision: revision_before + 1,
-            revision: kernel.revision(),
-            events,
-        }));
-    }
-}
-
-/// The last entry `kernel` has applied.
-pub(crate) fn last_applied(kernel: &Kernel) -> Result<Option<LogId>, StorageError> {
-    Ok(applied_of(kernel)?.last_applied)
-}
-
-fn applied_of(kernel: &Kernel) -> Result<LogPosition, StorageError> {
-    let state = kernel.replication_state();
-    if state.is_empty() {
-        return Ok(LogPosition::default());
-    }
-    codec::decode(state).map_err(|e| StorageIOError::read_state_machine(&e).into())
-}
-
-fn io_error(error: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(error.to_string())
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = SnapshotBuilder;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let applied = applied_of(&*self.kernel.read().await)?;
-        Ok((applied.last_applied, applied.membership))
+    /// The state machine, failing as `fault` says.
+    pub fn with_fault(self, fault: Option<ApplyFault>) -> StateMachine {
+        StateMachine { fault, ..self }
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
-    {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+    /// Applies committed `entries` to the kernel, in one commit.
+    async fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Applied>, StorageError> {
         // A leader reports its own entries written before they are synced (see log_store); a
         // leader that is the only voter commits on that report alone. Nothing it applies, and
         // so nothing a client is told or reads, may be lost with the page cache.
@@ -243,6 +206,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(batch) => {
                     if let Some(slot) = batch.answer {
                         answers.push((responses.len(), slot));
+                    }
+                    if let Some(fault) = &self.fault {
+                        fault
+                            .strike(&batch.commands)
+                            .map_err(|error| StorageIOError::apply(log_id, &io_error(error)))?;
                     }
                     kernel
                         .apply_batch(log_id.index, batch.time_ms, &batch.commands)
@@ -282,6 +250,78 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(responses)
     }
 
+    /// Tells watchers what the entries just applied changed. Nobody listening is no error.
+    fn announce(&self, kernel: &mut Kernel, revision_before: Revision) {
+        let events = kernel.take_events();
+        if kernel.revision() == revision_before {
+            debug_assert!(events.is_empty(), "events without a new revision");
+            return;
+        }
+        let _ = self.events.send(Arc::new(AppliedEvents {
+            first_revision: revision_before + 1,
+            revision: kernel.revision(),
+            events,
+        }));
+    }
+}
+
+/// The last entry `kernel` has applied.
+pub(crate) fn last_applied(kernel: &Kernel) -> Result<Option<LogId>, StorageError> {
+    Ok(applied_of(kernel)?.last_applied)
+}
+
+fn applied_of(kernel: &Kernel) -> Result<LogPosition, StorageError> {
+    let state = kernel.replication_state();
+    if state.is_empty() {
+        return Ok(LogPosition::default());
+    }
+    codec::decode(state).map_err(|e| StorageIOError::read_state_machine(&e).into())
+}
+
+fn io_error(error: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(error.to_string())
+}
+
+/// What a panic said, when it said it with a string, as `panic!` does.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message")
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = applied_of(&*self.kernel.read().await)?;
+        Ok((applied.last_applied, applied.membership))
+    }
+
+    /// Applies `entries`. A panic on the way is a failure like a storage error's, which stops
+    /// Raft: openraft's state-machine task would otherwise end with it unnoticed, and its core
+    /// would go on leading or following without a state machine until its next apply.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let last = entries.last().map_or(0, |entry| entry.log_id.index);
+        // Whatever the panic left half-done in memory is never used again: Raft stops, and the
+        // member restarts from what is on disk, at an entry boundary.
+        AssertUnwindSafe(self.apply_entries(entries))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic_message(&*panic);
+                Err(StorageIOError::write_state_machine(&io_error(format!(
+                    "the state machine panicked applying entries up to index {last}: {message}"
+                )))
+                .into())
+            })
+    }
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
             kernel: self.kernel.clone(),
@@ -500,6 +540,14 @@ pub fn restore_backup(
     kernel.restart_log()?;
     let revision = kernel.revision();
     drop(kernel);
+    // The stream ends with the sha256 of everything before it, which restore has checked: the
+    // backup's own name, and what makes the restored cluster's ID its own.
+    let mut file = input.into_inner();
+    let mut digest = [0u8; 32];
+    file.seek(SeekFrom::End(-(digest.len() as i64)))
+        .and_then(|_| file.read_exact(&mut digest))
+        .map_err(RestoreError::Read)?;
+    crate::cluster_file::mark_restored(data_dir, &digest).map_err(RestoreError::Layout)?;
     // CURRENT is written last: until then the directory holds no member, and a retry starts over.
     dirs.switch_to(name).map_err(RestoreError::Layout)?;
     Ok(revision)
@@ -565,6 +613,7 @@ mod tests {
     use super::{StateDirs, StateMachine, open_kernel};
     use crate::answer_slot::AnswerSlot;
     use crate::applied::{AppliedLog, applied_log};
+    use crate::fault::ApplyFault;
     use crate::synced::SyncedLog;
     use crate::types::{Batch, Entry, LogId};
 
@@ -572,6 +621,19 @@ mod tests {
     /// log is synced, and the applied index it publishes.
     fn state_machine(
         dir: &tempfile::TempDir,
+    ) -> (
+        StateMachine,
+        Arc<RwLock<Kernel>>,
+        watch::Sender<Option<LogId>>,
+        AppliedLog,
+    ) {
+        state_machine_with(dir, None)
+    }
+
+    /// As [`state_machine`], with `fault` injected.
+    fn state_machine_with(
+        dir: &tempfile::TempDir,
+        fault: Option<ApplyFault>,
     ) -> (
         StateMachine,
         Arc<RwLock<Kernel>>,
@@ -591,7 +653,8 @@ mod tests {
             broadcast::channel(4).0,
             SyncedLog::new(synced_receiver),
             publisher,
-        );
+        )
+        .with_fault(fault);
         (state_machine, kernel, synced, applied)
     }
 
@@ -672,5 +735,44 @@ mod tests {
         );
         assert_eq!(responses[1].len(), 1, "outcomes nobody took are openraft's");
         assert_eq!(responses[2].len(), 1, "outcomes of an entry without a slot");
+    }
+
+    fn put_entry(index: u64, key: &str) -> Entry {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Batch::new(vec![Command::Put(PutRequest::new(
+                key, "v",
+            ))])),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_applying_fails_the_apply_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = ApplyFault::parse("panic:boom").unwrap();
+        let (mut state_machine, kernel, synced, _) = state_machine_with(&dir, Some(fault));
+        synced.send_replace(Some(log_id(2)));
+        let failed = state_machine
+            .apply([put_entry(1, "fine"), put_entry(2, "boom")])
+            .await
+            .expect_err("a panic while applying is an error");
+        assert!(failed.to_string().contains("injected fault"), "{failed}");
+        assert_eq!(
+            state_machine.applied_state().await.unwrap().0,
+            None,
+            "an entry of the failed apply counts as applied"
+        );
+        // The kernel's lock is usable, so the member can shut down in order.
+        drop(kernel.write().await);
+    }
+
+    #[tokio::test]
+    async fn an_injected_error_fails_the_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = ApplyFault::parse("error:boom").unwrap();
+        let (mut state_machine, _, synced, _) = state_machine_with(&dir, Some(fault));
+        synced.send_replace(Some(log_id(1)));
+        let failed = state_machine.apply([put_entry(1, "boom")]).await;
+        assert!(failed.is_err(), "{failed:?}");
     }
 }

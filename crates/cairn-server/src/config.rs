@@ -41,8 +41,8 @@ pub struct ServeConfig {
     #[arg(long, env = "CAIRN_MAX_TXN_OPS", default_value_t = cairn_kernel::validate::TXN_OPS_MAX_DEFAULT)]
     pub max_txn_ops: usize,
 
-    /// Token that tells clusters apart; member and cluster IDs derive from it, so every member
-    /// of a cluster, including members added later, must be given the same token.
+    /// Token that member IDs derive from, and, with the initial members, the cluster ID; every
+    /// member of a cluster, including members added later, must be given the same token.
     #[arg(
         long,
         env = "CAIRN_INITIAL_CLUSTER_TOKEN",
@@ -66,7 +66,9 @@ pub struct ServeConfig {
     )]
     pub initial_advertise_peer_urls: String,
 
-    /// The members of a new cluster, as `name=peer-url,...`; defaults to this member alone.
+    /// The members of a new cluster, as `name=peer-url,...`; defaults to this member alone. A
+    /// member joining with `--initial-cluster-state existing` asks the members named here which
+    /// cluster it joins.
     #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
 
@@ -109,6 +111,12 @@ pub struct ServeConfig {
     /// Log entries kept behind a snapshot, so a slow follower can catch up without one.
     #[arg(long, env = "CAIRN_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     pub snapshot_catchup_entries: u64,
+
+    /// For tests of how a failing member stops, never for real: `panic:KEY` or `error:KEY` makes
+    /// this member's state machine panic, or fail as on a storage error, when it applies a put
+    /// of KEY.
+    #[arg(long, env = "CAIRN_TEST_FAULT", hide = true, value_parser = cairn_raft::ApplyFault::parse)]
+    pub test_fault: Option<cairn_raft::ApplyFault>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -208,16 +208,17 @@ impl Lessor {
     }
 
     async fn ask_leader(&self, id: LeaseId, question: Question) -> Result<i64, Status> {
-        let url = self
+        let (leader, url) = self
             .node
             .replica
-            .leader_peer_urls()
-            .and_then(|urls| urls.into_iter().next())
+            .leader_peer()
+            .and_then(|(leader, urls)| Some((leader, urls.into_iter().next()?)))
             .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
         let channel = self.channel(&url)?;
         let mut client = LessorClient::new(channel);
         let mut request = Request::new(LeaseRef { id });
         request.set_timeout(LEADER_CALL_TIMEOUT);
+        self.node.replica.label_for(&mut request, leader);
         let answer = match question {
             Question::KeepAlive => client.keep_alive(request).await,
             Question::TimeToLive => client.time_to_live(request).await,
@@ -256,9 +257,12 @@ impl LessorPeerService {
         LessorServer::new(LessorPeerService { lessor })
     }
 
-    /// Only the leader answers: a member that lost leadership since it was asked must not
-    /// forward again, or two members could bounce a question between them.
-    fn check_leading(&self) -> Result<(), Status> {
+    /// Only the leader answers, and only members of its cluster: a member that lost leadership
+    /// since it was asked must not forward again, or two members could bounce a question
+    /// between them.
+    fn check_asker<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let replica = &self.lessor.node.replica;
+        replica.admit_member(replica.admit(request.metadata())?)?;
         match self.lessor.leading_term() {
             Some(_) => Ok(()),
             None => Err(Status::unavailable("etcdserver: not leader")),
@@ -269,13 +273,13 @@ impl LessorPeerService {
 #[tonic::async_trait]
 impl LessorRpc for LessorPeerService {
     async fn keep_alive(&self, request: Request<LeaseRef>) -> Result<Response<LeaseTtl>, Status> {
-        self.check_leading()?;
+        self.check_asker(&request)?;
         let ttl = self.lessor.keep_alive(request.into_inner().id).await?;
         Ok(Response::new(LeaseTtl { ttl }))
     }
 
     async fn time_to_live(&self, request: Request<LeaseRef>) -> Result<Response<LeaseTtl>, Status> {
-        self.check_leading()?;
+        self.check_asker(&request)?;
         let ttl = self.lessor.remaining(request.into_inner().id).await?;
         Ok(Response::new(LeaseTtl { ttl }))
     }

@@ -74,7 +74,14 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(cairn_server::server::serve(*config, shutdown_signal()))
+            let served = runtime.block_on(cairn_server::server::serve(*config, shutdown_signal()));
+            drop(runtime);
+            // As etcd, one line that says why, then a non-zero exit.
+            if let Err(error) = served {
+                eprintln!("Error: {error:#}");
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Plugin(args) => client(async { plugin_cli::run(args).await.map(|()| 0) }),
         Command::Lock(args) => client(recipe_cli::lock(args)),

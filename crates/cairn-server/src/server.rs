@@ -12,7 +12,7 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
-use cairn_raft::{Bootstrap, Member, PeerService, RaftSettings, Replica};
+use cairn_raft::{Bootstrap, Member, PeerIdentity, PeerService, RaftSettings, Replica};
 use cairn_wasm::WasmRuntime;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -54,6 +54,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     let token = config.initial_cluster_token.clone();
     let member_id = identity::member_id(&token, &advertise_peer_urls);
     let bootstrap = bootstrap(&config, &advertise_peer_urls, member_id)?;
+    let initial_cluster_urls: Vec<String> = match &config.initial_cluster {
+        Some(spec) => parse_initial_cluster(spec)?
+            .into_iter()
+            .flat_map(|(_, urls)| urls)
+            .collect(),
+        None => Vec::new(),
+    };
     let limits = Limits {
         txn_ops_max: config.max_txn_ops,
     };
@@ -62,16 +69,30 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         election_timeout: Duration::from_millis(config.election_timeout),
         snapshot_count: config.snapshot_count,
         snapshot_catchup_entries: config.snapshot_catchup_entries,
+        fault: config.test_fault.clone(),
     };
     if config.election_timeout < 5 * config.heartbeat_interval {
         anyhow::bail!("--election-timeout must be at least 5 times --heartbeat-interval");
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let origin = identity::Origin {
+        token: &token,
+        bootstrap: &bootstrap,
+        member_id,
+        peer_urls: &advertise_peer_urls,
+        initial_cluster_urls: &initial_cluster_urls,
+    };
+    let cluster_id = identity::cluster_id(&config.data_dir, origin)
+        .await
+        .context("settling which cluster this member belongs to")?;
     let plugin_runtime = WasmRuntime::new(Some(config.data_dir.join("plugin-cache")))
         .context("starting the plugin runtime")?;
     let replica = Replica::start(
-        member_id,
+        PeerIdentity {
+            cluster_id,
+            member_id,
+        },
         &config.data_dir,
         limits,
         &settings,
@@ -87,7 +108,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     })?;
     let node = Arc::new(Node {
         replica: replica.clone(),
-        cluster_id: identity::cluster_id(&token),
+        cluster_id,
         request_bytes_max: config.max_request_bytes,
         limits,
     });
@@ -178,12 +199,20 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         "ready"
     );
 
-    tokio::select! {
-        () = shutdown => tracing::info!("shutting down"),
+    let failure = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+        reason = replica.failure() => {
+            tracing::error!(%reason, "Raft stopped; stopping this member");
+            Some(reason)
+        }
         Some(result) = servers.join_next() => {
             result.context("server task")??;
+            None
         }
-    }
+    };
     let _ = stop.send(true);
     while let Some(result) = servers.join_next().await {
         result.context("server task")??;
@@ -202,7 +231,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         Ok(()) => tracing::info!("stopped"),
         Err(_) => tracing::warn!("Raft did not stop within {SHUTDOWN_TIMEOUT:?}"),
     }
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(reason) => anyhow::bail!(
+            "member {member_id:x} stopped because its Raft failed ({reason}); it restarts from \
+             its data directory"
+        ),
+    }
 }
 
 fn addresses(urls: &[String]) -> Result<Vec<SocketAddr>, crate::config::UrlError> {

@@ -54,6 +54,10 @@ pub fn replica_status(error: &ReplicaError) -> Status {
             "etcdserver: request timed out".to_string(),
         ),
         ReplicaError::Stopped => (Code::Unavailable, "etcdserver: server stopped".to_string()),
+        ReplicaError::NotAccepted(reason) => (
+            Code::Unavailable,
+            format!("etcdserver: this member is not part of the cluster: {reason}"),
+        ),
         ReplicaError::MemberNotFound(_) => {
             (Code::NotFound, "etcdserver: member not found".to_string())
         }
@@ -90,6 +94,9 @@ pub fn replica_status(error: &ReplicaError) -> Status {
             Code::FailedPrecondition,
             format!("etcdserver: membership change refused: {reason}"),
         ),
+        ReplicaError::PeerInOtherCluster { .. } | ReplicaError::PeerAlreadyMember { .. } => {
+            (Code::FailedPrecondition, format!("etcdserver: {error}"))
+        }
     };
     if !matches!(error, ReplicaError::NoLeader) {
         tracing::debug!(%error, "request failed in the cluster");
