@@ -1,7 +1,7 @@
 //! Clusters of real `cairn` processes on loopback: each member with its own client and peer
 //! ports and data directory, started, killed and restarted by the test.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,40 @@ impl Cluster {
         flags: &[&str],
         advertise: impl AsyncFn(usize, &str) -> String,
     ) -> anyhow::Result<Cluster> {
+        Cluster::start_prepared(size, flags, advertise, |_| Ok(())).await
+    }
+
+    /// Starts `size` members as a new cluster from `backup`, restored into each member's data
+    /// directory with `cairn snapshot restore` first, as an operator restores a cluster.
+    pub async fn start_from_backup(size: usize, backup: &Path) -> anyhow::Result<Cluster> {
+        let same_url = async |_, url: &str| url.to_string();
+        Cluster::start_prepared(size, &[], same_url, |spec| {
+            let restored = Command::new(cairn_binary())
+                .args(["snapshot", "restore"])
+                .arg(backup)
+                .arg("--data-dir")
+                .arg(&spec.data_dir)
+                .output()?;
+            anyhow::ensure!(
+                restored.status.success(),
+                "restoring {} for {}: {}",
+                backup.display(),
+                spec.name,
+                String::from_utf8_lossy(&restored.stderr)
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    /// As [`Cluster::start_with_peer_urls`], with `prepare` run on each member's spec before the
+    /// member first starts.
+    async fn start_prepared(
+        size: usize,
+        flags: &[&str],
+        advertise: impl AsyncFn(usize, &str) -> String,
+        prepare: impl Fn(&MemberSpec) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir().context("creating the cluster directory")?;
         let mut specs = Vec::new();
         for i in 0..size {
@@ -75,6 +109,7 @@ impl Cluster {
         };
         let mut starting = Vec::new();
         for i in 0..size {
+            prepare(&cluster.specs[i])?;
             starting.push(cluster.spawn(i, "new")?);
         }
         for (i, mut server) in starting.into_iter().enumerate() {

@@ -33,7 +33,7 @@ pub use cluster_file::{
 };
 pub use fault::ApplyFault;
 pub use network::{CallError, ClusterView, identify};
-pub use peer_identity::{ClusterId, PeerIdentity};
+pub use peer_identity::{ClusterId, PeerIdentity, Sender};
 pub use peer_service::PeerService;
 pub use proposer::Outcome;
 pub use replica::{

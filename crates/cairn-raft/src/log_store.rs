@@ -60,6 +60,7 @@
 )]
 
 use std::ops::{Bound, RangeBounds};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -201,7 +202,18 @@ impl LogStore {
         let (flushing_db, flushing_synced) = (db.clone(), synced.clone());
         let thread = std::thread::Builder::new()
             .name("cairn-log-flush".into())
-            .spawn(move || flush_loop(&flushing_db, &flushes, &flushing_synced))
+            .spawn(move || {
+                // A flusher gone quietly would leave the leader's appends unsynced for good, its
+                // writes waiting until they time out: a panic stops the process, as a failed sync
+                // does.
+                let flushed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    flush_loop(&flushing_db, &flushes, &flushing_synced)
+                }));
+                if flushed.is_err() {
+                    tracing::error!("the Raft log's flusher panicked; stopping");
+                    std::process::abort();
+                }
+            })
             .expect("spawning the log flusher thread");
         let flusher = Arc::new(Flusher {
             appended: Some(appended),

@@ -60,7 +60,7 @@ pub struct Peers {
     /// mid-request, so streams are shared through this pool rather than owned by a link.
     idle_replication: Arc<Mutex<HashMap<PeerAddress, Vec<ReplicationStream>>>>,
     /// Refusals of this member by its peers, logged a few times a minute at most.
-    refused_by: Arc<Throttle>,
+    refused_by: Arc<Throttle<String>>,
 }
 
 /// Idle replication streams kept per peer; more come only from exchanges that overlapped.
@@ -142,15 +142,6 @@ impl Peers {
         if let CallError::NotAccepted { url, reason } = error {
             log_refused_by(&self.refused_by, url, reason);
         }
-    }
-
-    /// Who answers at `url`: the peer's cluster, its member ID and the members it knows.
-    pub(crate) async fn identify(
-        &self,
-        url: &str,
-        timeout: Duration,
-    ) -> Result<ClusterView, CallError> {
-        ask_identity(self.client(url)?, url, timeout).await
     }
 
     /// The shared connection to `url`, opened on first use.
@@ -265,14 +256,7 @@ pub async fn identify(url: &str, timeout: Duration) -> Result<ClusterView, CallE
         })?
         .connect_timeout(timeout)
         .connect_lazy();
-    ask_identity(PeerClient::new(channel), url, timeout).await
-}
-
-async fn ask_identity(
-    mut client: PeerClient<Channel>,
-    url: &str,
-    timeout: Duration,
-) -> Result<ClusterView, CallError> {
+    let mut client = PeerClient::new(channel);
     let mut request = tonic::Request::new(IdentifyRequest {});
     request.set_timeout(timeout);
     let answer = match tokio::time::timeout(timeout, client.identify(request)).await {
@@ -546,10 +530,11 @@ mod tests {
     const SENDER: PeerIdentity = PeerIdentity {
         cluster_id: CLUSTER,
         member_id: 1,
+        takes_unlabelled: false,
     };
     const RECEIVER: PeerIdentity = PeerIdentity {
-        cluster_id: CLUSTER,
         member_id: 2,
+        ..SENDER
     };
 
     fn receiver_at(url: &str) -> PeerAddress {
@@ -1044,7 +1029,7 @@ mod tests {
         AcceptingPeer {
             identity: PeerIdentity {
                 cluster_id: 0xc2,
-                member_id: 2,
+                ..RECEIVER
             },
             ..AcceptingPeer::new(None)
         }

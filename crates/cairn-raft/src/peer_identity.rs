@@ -9,6 +9,8 @@
 //! refuses the calls of a sender that is not a member (removed, or never added) one by one; and
 //! both ends say so in their logs, a few times a minute at most.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,19 @@ pub type ClusterId = u64;
 pub struct PeerIdentity {
     pub cluster_id: ClusterId,
     pub member_id: MemberId,
+    /// Whether requests without cluster headers are taken: only in a cluster that began on a
+    /// build from before them, whose members, while they are upgraded one at a time, send
+    /// none.
+    pub takes_unlabelled: bool,
+}
+
+/// Who sent a request this member admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    Member(MemberId),
+    /// A member on a build from before cluster headers, which names no one (see
+    /// [`PeerIdentity::takes_unlabelled`]).
+    Unlabelled,
 }
 
 /// Why a member refused a peer's stream or call. Each names both sides, so either log alone
@@ -65,8 +80,8 @@ pub enum Refusal {
         from: MemberId,
     },
     #[error(
-        "member {member:x} of cluster {cluster:x} refused a peer request without Cairn's cluster \
-         headers ({header} missing or malformed): the sender is not a member of this Cairn version"
+        "member {member:x} of cluster {cluster:x} refused a peer request without a valid {header} \
+         header: the sender runs a Cairn without cluster headers, or is not a Cairn member"
     )]
     Unlabelled {
         member: MemberId,
@@ -76,6 +91,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The member refused, as its request named itself; 0 when it did not.
+    fn sender(&self) -> MemberId {
+        match self {
+            Refusal::OtherCluster { from, .. }
+            | Refusal::OtherMember { from, .. }
+            | Refusal::NotAMember { from, .. } => *from,
+            Refusal::Unlabelled { .. } => 0,
+        }
+    }
+
     /// The status a refused stream or call ends with; its code tells the sender that this
     /// member refused it, not that the request failed.
     pub(crate) fn into_status(self) -> tonic::Status {
@@ -100,7 +125,13 @@ impl PeerIdentity {
     /// The sender of a request labelled by [`PeerIdentity::stamp`], if it is for this member of
     /// this cluster. Whether the sender is a member is for the caller to judge: a member that is
     /// behind may not yet know a leader added after the membership it holds.
-    pub(crate) fn admit(&self, metadata: &MetadataMap) -> Result<MemberId, Refusal> {
+    pub(crate) fn admit(&self, metadata: &MetadataMap) -> Result<Sender, Refusal> {
+        let unlabelled = [CLUSTER_HEADER, FROM_HEADER, TO_HEADER]
+            .iter()
+            .all(|name| metadata.get(*name).is_none());
+        if unlabelled && self.takes_unlabelled {
+            return Ok(Sender::Unlabelled);
+        }
         let header = |name: &'static str| {
             metadata
                 .get(name)
@@ -133,7 +164,7 @@ impl PeerIdentity {
                 to,
             });
         }
-        Ok(from)
+        Ok(Sender::Member(from))
     }
 
     /// The refusal of a call from `from`, which this member does not know as a member.
@@ -150,46 +181,67 @@ impl PeerIdentity {
 /// second, and one line every few seconds says as much as all of them.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Lets a repeated warning through once per [`REFUSAL_LOG_INTERVAL`] and counts the ones held
-/// back; its state is one instant and one count, whatever the number of senders.
-#[derive(Default)]
-pub(crate) struct Throttle {
-    state: Mutex<ThrottleState>,
+/// The most senders (or peers) a [`Throttle`] keeps apart; past it, it starts over, at the cost
+/// of a line more for each.
+const THROTTLED_KEYS_MAX: usize = 64;
+
+/// Lets a repeated warning about the same `K` (a sender, a peer) through once per
+/// [`REFUSAL_LOG_INTERVAL`] and counts the ones held back, so one noisy peer hides no other.
+pub(crate) struct Throttle<K> {
+    state: Mutex<HashMap<K, Held>>,
 }
 
-#[derive(Default)]
-struct ThrottleState {
-    last: Option<Instant>,
+struct Held {
+    last: Instant,
     held_back: u64,
 }
 
-impl Throttle {
-    /// Whether to log now, and if so how many warnings were held back since the last one.
-    pub(crate) fn admit(&self) -> Option<u64> {
-        let mut state = self.state.lock().expect("throttle poisoned");
-        let now = Instant::now();
-        if state
-            .last
-            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
-        {
-            state.held_back += 1;
-            return None;
+impl<K> Default for Throttle<K> {
+    fn default() -> Self {
+        Throttle {
+            state: Mutex::new(HashMap::new()),
         }
-        state.last = Some(now);
-        Some(std::mem::take(&mut state.held_back))
     }
 }
 
-/// Logs, throttled, that this member refused a peer.
-pub(crate) fn log_refused(throttle: &Throttle, refusal: &Refusal) {
-    if let Some(held_back) = throttle.admit() {
+impl<K: Hash + Eq> Throttle<K> {
+    /// Whether to log about `key` now, and if so how many warnings about it were held back
+    /// since the last one.
+    pub(crate) fn admit(&self, key: K) -> Option<u64> {
+        let mut state = self.state.lock().expect("throttle poisoned");
+        let now = Instant::now();
+        if let Some(held) = state.get_mut(&key) {
+            if now.duration_since(held.last) < REFUSAL_LOG_INTERVAL {
+                held.held_back += 1;
+                return None;
+            }
+            held.last = now;
+            return Some(std::mem::take(&mut held.held_back));
+        }
+        if state.len() >= THROTTLED_KEYS_MAX {
+            state.clear();
+        }
+        state.insert(
+            key,
+            Held {
+                last: now,
+                held_back: 0,
+            },
+        );
+        Some(0)
+    }
+}
+
+/// Logs, throttled per sender, that this member refused a peer.
+pub(crate) fn log_refused(throttle: &Throttle<MemberId>, refusal: &Refusal) {
+    if let Some(held_back) = throttle.admit(refusal.sender()) {
         tracing::warn!(held_back, "refused a peer: {refusal}");
     }
 }
 
-/// Logs, throttled, that a peer refused this member, with the peer's own words.
-pub(crate) fn log_refused_by(throttle: &Throttle, url: &str, reason: &str) {
-    if let Some(held_back) = throttle.admit() {
+/// Logs, throttled per peer, that the peer at `url` refused this member, in the peer's words.
+pub(crate) fn log_refused_by(throttle: &Throttle<String>, url: &str, reason: &str) {
+    if let Some(held_back) = throttle.admit(url.to_string()) {
         tracing::warn!(
             held_back,
             peer = url,
@@ -205,6 +257,7 @@ mod tests {
     const ME: PeerIdentity = PeerIdentity {
         cluster_id: 0xc1,
         member_id: 0xa,
+        takes_unlabelled: false,
     };
 
     fn stamped(from: PeerIdentity, to: MemberId) -> MetadataMap {
@@ -219,14 +272,14 @@ mod tests {
             member_id: 0xb,
             ..ME
         };
-        assert_eq!(ME.admit(&stamped(peer, 0xa)), Ok(0xb));
+        assert_eq!(ME.admit(&stamped(peer, 0xa)), Ok(Sender::Member(0xb)));
     }
 
     #[test]
     fn a_request_from_another_cluster_is_refused_naming_both() {
         let other = PeerIdentity {
             cluster_id: 0xc2,
-            member_id: 0xa,
+            ..ME
         };
         let refusal = ME.admit(&stamped(other, 0xa)).unwrap_err();
         assert!(matches!(
@@ -264,12 +317,44 @@ mod tests {
     }
 
     #[test]
-    fn a_throttle_lets_one_warning_through_and_counts_the_rest() {
+    fn a_cluster_from_before_cluster_headers_takes_requests_without_them_but_not_others() {
+        let upgrading = PeerIdentity {
+            takes_unlabelled: true,
+            ..ME
+        };
+        assert_eq!(upgrading.admit(&MetadataMap::new()), Ok(Sender::Unlabelled));
+        let other = PeerIdentity {
+            cluster_id: 0xc2,
+            ..ME
+        };
+        assert!(matches!(
+            upgrading.admit(&stamped(other, 0xa)),
+            Err(Refusal::OtherCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn a_throttle_lets_one_warning_per_sender_through_and_counts_the_rest() {
         let throttle = Throttle::default();
-        assert_eq!(throttle.admit(), Some(0));
-        assert_eq!(throttle.admit(), None);
-        assert_eq!(throttle.admit(), None);
-        throttle.state.lock().unwrap().last = Some(Instant::now() - REFUSAL_LOG_INTERVAL);
-        assert_eq!(throttle.admit(), Some(2));
+        assert_eq!(throttle.admit(1), Some(0));
+        assert_eq!(throttle.admit(1), None);
+        assert_eq!(
+            throttle.admit(2),
+            Some(0),
+            "another sender is not held back"
+        );
+        assert_eq!(throttle.admit(1), None);
+        throttle.state.lock().unwrap().get_mut(&1).unwrap().last =
+            Instant::now() - REFUSAL_LOG_INTERVAL;
+        assert_eq!(throttle.admit(1), Some(2));
+    }
+
+    #[test]
+    fn a_throttle_keeps_a_bounded_number_of_senders() {
+        let throttle = Throttle::default();
+        for sender in 0..(3 * THROTTLED_KEYS_MAX as u64) {
+            assert_eq!(throttle.admit(sender), Some(0));
+        }
+        assert!(throttle.state.lock().unwrap().len() <= THROTTLED_KEYS_MAX);
     }
 }

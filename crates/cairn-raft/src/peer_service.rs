@@ -11,9 +11,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec;
 use crate::network::PeerCall;
 use crate::peer_calls::{CallAnswers, answer_calls};
+use crate::peer_identity::Sender;
 use crate::peer_stream::{Answers, answer_each};
 use crate::replica::{MembershipChange, ReadIndexError, Replica, ReplicaError};
-use crate::types::{Batch, MemberId, TypeConfig};
+use crate::types::{Batch, TypeConfig};
 
 /// Serves Raft's messages and what followers pass to the leader.
 pub struct PeerService {
@@ -38,17 +39,23 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
 }
 
-/// Whether a call must come from a member of this cluster. A leader this member does not know
-/// yet may replicate to it (its membership is behind), so entries and snapshots are taken from
-/// anyone in the cluster; a vote, a write, a read or a change asked by someone who is not a
-/// member is refused: a removed member must not disturb the cluster.
+/// Whether a call must come from a member this member knows. A member whose membership is
+/// behind may not know a leader or a voter added since, and must still take the leader's entries
+/// and snapshots and answer the voter's votes, or an election could stall with a quorum up; a
+/// removed member's votes fail Raft's own checks, since its log lacks the entry that removed it.
+/// The other calls are answered by the leader, which knows every member, so a write, a read, a
+/// membership change or a leader transfer from anyone else is refused: a removed member must not
+/// act on the cluster.
 fn needs_member(call: PeerCall) -> bool {
-    !matches!(call, PeerCall::InstallSnapshot)
+    match call {
+        PeerCall::Vote | PeerCall::InstallSnapshot => false,
+        PeerCall::Forward | PeerCall::ReadIndex | PeerCall::ChangeMembers | PeerCall::Elect => true,
+    }
 }
 
 /// Answers one call from peer `from`: which call, then its argument. Fails only when it cannot
 /// read or take the call, before acting on it; every outcome of acting goes back in the answer.
-async fn answer(replica: Replica, from: MemberId, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+async fn answer(replica: Replica, from: Sender, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
     let (call, request) = codec::decode_prefix::<PeerCall>(&payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable peer call: {e}")))?;
     if needs_member(call) {

@@ -19,7 +19,7 @@ use crate::applied::{AppliedLog, applied_log};
 use crate::fault::ApplyFault;
 use crate::log_store::LogStore;
 use crate::network::{CallError, PeerAddress, PeerCall, PeerNetwork, Peers, peer_address};
-use crate::peer_identity::{PeerIdentity, Refusal, Throttle, log_refused};
+use crate::peer_identity::{ClusterId, PeerIdentity, Refusal, Sender, Throttle, log_refused};
 use crate::proposer::{Forwarded, Outcome, Proposer, Queued};
 use crate::state_machine::{Backup, StateDirs, StateMachine, backup, last_applied, open_kernel};
 use crate::types::{AppliedEvents, Batch, Member, MemberId, Raft};
@@ -94,7 +94,11 @@ pub enum ReplicaError {
         "a member of another cluster ({theirs:x}; this cluster is {ours:x}) answers at {url}: \
          check the peer URL"
     )]
-    PeerInOtherCluster { url: String, theirs: u64, ours: u64 },
+    PeerInOtherCluster {
+        url: String,
+        theirs: ClusterId,
+        ours: ClusterId,
+    },
     #[error(
         "member {member:x}, no longer of this cluster, still answers at {url}: a removed member \
          must be stopped, and its data directory emptied, before it is added again"
@@ -173,7 +177,7 @@ pub struct Replica {
     events: broadcast::Sender<Arc<AppliedEvents>>,
     applied: AppliedLog,
     /// Peers this member refused, logged a few times a minute at most.
-    refusals: Arc<Throttle>,
+    refusals: Arc<Throttle<MemberId>>,
 }
 
 /// Linearizable reads waiting for a ReadIndex round.
@@ -320,19 +324,22 @@ impl Replica {
 
     /// The member a peer request comes from, if its labels name this member of this cluster;
     /// otherwise the refusal to answer it with, logged a few times a minute at most.
-    pub fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<MemberId, Status> {
+    pub fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Sender, Status> {
         self.identity()
             .admit(metadata)
             .map_err(|refusal| self.refuse(refusal))
     }
 
     /// Refuses peer `from` unless it is a voter or a learner in the newest membership this
-    /// member knows; as [`Replica::admit`], the refusal is logged.
-    pub fn admit_member(&self, from: MemberId) -> Result<(), Status> {
-        if self.knows(from) {
-            return Ok(());
+    /// member knows; as [`Replica::admit`], the refusal is logged. A sender that names no one
+    /// cannot be checked, and was admitted as one of this cluster's.
+    pub fn admit_member(&self, from: Sender) -> Result<(), Status> {
+        match from {
+            Sender::Member(id) if !self.knows(id) => {
+                Err(self.refuse(self.identity().not_a_member(id)))
+            }
+            Sender::Member(_) | Sender::Unlabelled => Ok(()),
         }
-        Err(self.refuse(self.identity().not_a_member(from)))
     }
 
     /// Whether `id` is a voter or a learner in the newest membership this member knows.
@@ -626,8 +633,12 @@ impl Replica {
                 .peers
                 .call(transferee, PeerCall::Elect, &(), remaining)
                 .await;
-            if let Ok(Err(error)) = asked {
-                return Err(error);
+            match asked {
+                Ok(Err(error)) => return Err(error),
+                Err(CallError::NotAccepted { reason, .. }) => {
+                    return Err(ReplicaError::NotAccepted(reason));
+                }
+                _ => {}
             }
             let elected = self
                 .raft
@@ -687,8 +698,10 @@ impl Replica {
     async fn check_unclaimed(&self, peer_urls: &[String]) -> Result<(), ReplicaError> {
         let ours = self.identity().cluster_id;
         for url in peer_urls {
-            // Whatever keeps a URL from answering, nothing there belongs to a cluster yet.
-            let Ok(answer) = self.peers.identify(url, IDENTIFY_TIMEOUT).await else {
+            // Whatever keeps a URL from answering, nothing there belongs to a cluster yet; should a
+            // member of another cluster answer there later, it refuses this cluster's streams.
+            // Asked on a connection of its own, not one kept for a member.
+            let Ok(answer) = crate::network::identify(url, IDENTIFY_TIMEOUT).await else {
                 continue;
             };
             let url = url.clone();

@@ -299,9 +299,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied.last_applied, applied.membership))
     }
 
-    /// Applies `entries`. A panic on the way is a failure like a storage error's, which stops
-    /// Raft: openraft's state-machine task would otherwise end with it unnoticed, and its core
-    /// would go on leading or following without a state machine until its next apply.
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
@@ -309,19 +306,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let last = entries.last().map_or(0, |entry| entry.log_id.index);
-        // Whatever the panic left half-done in memory is never used again: Raft stops, and the
-        // member restarts from what is on disk, at an entry boundary.
-        AssertUnwindSafe(self.apply_entries(entries))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let message = panic_message(&*panic);
-                Err(StorageIOError::write_state_machine(&io_error(format!(
-                    "the state machine panicked applying entries up to index {last}: {message}"
-                )))
-                .into())
-            })
+        let what = format!("applying entries up to index {last}");
+        unless_panicked(&what, self.apply_entries(entries)).await
     }
+
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
             kernel: self.kernel.clone(),
@@ -342,10 +330,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(file))
     }
 
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError> {
+        unless_panicked("installing a snapshot", self.install(meta, snapshot)).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        current_snapshot(&self.dirs)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+impl StateMachine {
     /// Restores `snapshot` into a fresh kernel directory, switches to it, and keeps the stream as
     /// this member's current snapshot. Whatever file `snapshot` is, it is copied first, so the
     /// restore and the published stream read a private, synced copy.
-    async fn install_snapshot(
+    async fn install(
         &mut self,
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotFile>,
@@ -404,12 +408,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(snapshot = %meta, "installed a snapshot");
         Ok(())
     }
+}
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        current_snapshot(&self.dirs)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
-    }
+/// Runs the state machine's `work`, named by `what`, turning a panic into a storage error, which
+/// stops Raft: openraft's state-machine and snapshot tasks would otherwise end with it unnoticed,
+/// and its core would go on leading or following without them. Whatever the panic left half-done
+/// in memory is never used again: the member stops, and restarts from what is on disk.
+async fn unless_panicked<T>(
+    what: &str,
+    work: impl Future<Output = Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic_message(&*panic);
+            Err(StorageIOError::write_state_machine(&io_error(format!(
+                "the state machine panicked {what}: {message}"
+            )))
+            .into())
+        })
 }
 
 fn next_kernel_name(current: &str) -> String {
@@ -562,6 +580,12 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        unless_panicked("building a snapshot", self.build()).await
+    }
+}
+
+impl SnapshotBuilder {
+    async fn build(&mut self) -> Result<Snapshot, StorageError> {
         let fail =
             |e: std::io::Error| -> StorageError { StorageIOError::write_snapshot(None, &e).into() };
         let taken = self.snapshots_taken.fetch_add(1, Ordering::Relaxed);

@@ -55,6 +55,13 @@ fn token_only_cluster_id(token: &str) -> ClusterId {
     hash_u64(&[b"cluster", token.as_bytes()])
 }
 
+/// Whether cluster `id` began on a build from before cluster IDs were kept and peer requests
+/// named their cluster: its members, upgraded one at a time, may still send requests that name
+/// none.
+pub fn began_before_cluster_headers(token: &str, id: ClusterId) -> bool {
+    id == token_only_cluster_id(token)
+}
+
 /// Where this member's cluster ID comes from on a start.
 pub struct Origin<'a> {
     pub token: &'a str,
@@ -69,7 +76,10 @@ pub struct Origin<'a> {
 /// The ID of the cluster the member in `data_dir` belongs to: the one kept there once Raft has
 /// run there; otherwise the new cluster's, or, when joining, the one the cluster's members answer
 /// with, kept there before Raft first runs.
-pub async fn cluster_id(data_dir: &std::path::Path, origin: Origin<'_>) -> anyhow::Result<u64> {
+pub async fn cluster_id(
+    data_dir: &std::path::Path,
+    origin: Origin<'_>,
+) -> anyhow::Result<ClusterId> {
     if cairn_raft::holds_log(data_dir) {
         if let Some(id) = cairn_raft::stored_cluster_id(data_dir)? {
             return Ok(id);

@@ -71,6 +71,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         snapshot_catchup_entries: config.snapshot_catchup_entries,
         fault: config.test_fault.clone(),
     };
+    if let Some(fault) = &config.test_fault {
+        tracing::warn!(
+            ?fault,
+            "CAIRN_TEST_FAULT is set: this member will fail on purpose, for a test"
+        );
+    }
     if config.election_timeout < 5 * config.heartbeat_interval {
         anyhow::bail!("--election-timeout must be at least 5 times --heartbeat-interval");
     }
@@ -92,6 +98,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         PeerIdentity {
             cluster_id,
             member_id,
+            takes_unlabelled: identity::began_before_cluster_headers(&token, cluster_id),
         },
         &config.data_dir,
         limits,
@@ -214,8 +221,16 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         }
     };
     let _ = stop.send(true);
+    if failure.is_some() {
+        // What the kernel holds in memory may be half an entry ahead of what it committed: no
+        // request is answered from it, not even one already being served.
+        servers.abort_all();
+    }
     while let Some(result) = servers.join_next().await {
-        result.context("server task")??;
+        match result {
+            Err(error) if error.is_cancelled() => {}
+            result => result.context("server task")??,
+        }
     }
     publishing.await.context("publishing task")?;
     expiring.await.context("lease expiry task")?;
