@@ -60,20 +60,7 @@ impl Cluster {
     pub async fn start_from_backup(size: usize, backup: &Path) -> anyhow::Result<Cluster> {
         let same_url = async |_, url: &str| url.to_string();
         Cluster::start_prepared(size, &[], same_url, |spec| {
-            let restored = Command::new(cairn_binary())
-                .args(["snapshot", "restore"])
-                .arg(backup)
-                .arg("--data-dir")
-                .arg(&spec.data_dir)
-                .output()?;
-            anyhow::ensure!(
-                restored.status.success(),
-                "restoring {} for {}: {}",
-                backup.display(),
-                spec.name,
-                String::from_utf8_lossy(&restored.stderr)
-            );
-            Ok(())
+            crate::snapshot_restore(backup, &spec.data_dir)
         })
         .await
     }

@@ -237,6 +237,24 @@ pub async fn start_cairn_with(
     Ok(server)
 }
 
+/// Runs `cairn snapshot restore BACKUP --data-dir DATA_DIR`; fails with what it printed.
+pub fn snapshot_restore(backup: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let restored = Command::new(cairn_binary())
+        .args(["snapshot", "restore"])
+        .arg(backup)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()?;
+    anyhow::ensure!(
+        restored.status.success(),
+        "restoring {} into {}: {}",
+        backup.display(),
+        data_dir.display(),
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    Ok(())
+}
+
 /// Starts a single-member etcd (Debian's etcd-server) in `dir`. Fails, never skips, when etcd is
 /// missing: the comparison is the point of the tests that call this.
 pub async fn start_etcd(dir: &Path) -> anyhow::Result<Server> {

@@ -10,7 +10,7 @@ use cairn_proto::etcdserverpb::MemberAddRequest;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_tests::cluster::Cluster;
 use cairn_tests::etcdctl::{Etcdctl, json};
-use cairn_tests::{cairn_binary, eventually, free_port, start_cairn_on};
+use cairn_tests::{eventually, free_port, snapshot_restore, start_cairn_on};
 
 /// How long a refused member is watched: several heartbeats and election timeouts.
 const WATCHED: Duration = Duration::from_secs(4);
@@ -39,6 +39,16 @@ fn add_learner(etcdctl: &Etcdctl, url: &str) -> cairn_tests::etcdctl::Output {
     )
 }
 
+/// Asserts that a `member add` failed because a member of another cluster answers at the URL.
+fn assert_refused_as_another_clusters(added: &cairn_tests::etcdctl::Output) {
+    assert!(
+        !added.ok && added.stderr.contains("a member of another cluster"),
+        "{}{}",
+        added.stdout,
+        added.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_add_of_another_clusters_member_is_refused_and_both_keep_their_data() {
     let mut x = Cluster::start(1, &[]).await.unwrap();
@@ -56,16 +66,8 @@ async fn a_member_add_of_another_clusters_member_is_refused_and_both_keep_their_
     // The mistake itself: y is told to take x as a learner.
     let x_peer = x.specs[0].peer_url.clone();
     let refused = add_learner(&y_ctl, &x_peer);
-    assert!(
-        !refused.ok,
-        "added another cluster's member: {}",
-        refused.stdout
-    );
-    assert!(
-        refused.stderr.contains("a member of another cluster") && refused.stderr.contains(&x_peer),
-        "{}",
-        refused.stderr
-    );
+    assert_refused_as_another_clusters(&refused);
+    assert!(refused.stderr.contains(&x_peer), "{}", refused.stderr);
     assert_eq!(member_count(&y_ctl), 1);
 
     // Added while x is down, so nothing answers at its URL: x refuses y's leader once it is
@@ -191,21 +193,6 @@ async fn a_removed_member_cannot_disturb_the_cluster() {
     assert!(refusals > 0, "no member refused the removed one");
 }
 
-fn restore(backup: &Path, data_dir: &Path) {
-    let restored = std::process::Command::new(cairn_binary())
-        .args(["snapshot", "restore"])
-        .arg(backup)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        restored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restored.stderr)
-    );
-}
-
 /// The peer URL `start_cairn_on` gave the member in `data_dir`.
 fn peer_url_of(data_dir: &Path) -> String {
     let port = std::fs::read_to_string(data_dir.with_extension("peer-port")).unwrap();
@@ -229,7 +216,7 @@ async fn a_cluster_restored_from_a_backup_is_a_new_cluster() {
     // Restored with the very flags and URLs of the original, the new cluster's ID still differs.
     original.terminate().unwrap();
     let same_urls = dir.path().join("same-urls");
-    restore(&backup, &same_urls);
+    snapshot_restore(&backup, &same_urls).unwrap();
     std::fs::copy(
         original_dir.with_extension("peer-port"),
         same_urls.with_extension("peer-port"),
@@ -251,24 +238,12 @@ async fn a_cluster_restored_from_a_backup_is_a_new_cluster() {
     // Beside the original, a restored member cannot be made part of it, nor it of the restored.
     let original = start_cairn_on(&original_dir, original_port).await.unwrap();
     let restored_dir = dir.path().join("restored");
-    restore(&backup, &restored_dir);
+    snapshot_restore(&backup, &restored_dir).unwrap();
     let restored = start_cairn_on(&restored_dir, free_port()).await.unwrap();
     let original_ctl = Etcdctl::new(original.endpoint.clone());
     let restored_ctl = Etcdctl::new(restored.endpoint.clone());
-    let into_original = add_learner(&original_ctl, &peer_url_of(&restored_dir));
-    assert!(
-        !into_original.ok && into_original.stderr.contains("a member of another cluster"),
-        "{}{}",
-        into_original.stdout,
-        into_original.stderr
-    );
-    let into_restored = add_learner(&restored_ctl, &peer_url_of(&original_dir));
-    assert!(
-        !into_restored.ok && into_restored.stderr.contains("a member of another cluster"),
-        "{}{}",
-        into_restored.stdout,
-        into_restored.stderr
-    );
+    assert_refused_as_another_clusters(&add_learner(&original_ctl, &peer_url_of(&restored_dir)));
+    assert_refused_as_another_clusters(&add_learner(&restored_ctl, &peer_url_of(&original_dir)));
     assert_eq!(member_count(&original_ctl), 1);
     assert_eq!(member_count(&restored_ctl), 1);
 }
