@@ -358,6 +358,14 @@ impl Replica {
         refusal.into_status()
     }
 
+    /// Whether Raft has stopped, by a shutdown or a failure: nothing this member holds is then
+    /// current, and after a failure its memory may be ahead of what it applied.
+    pub fn has_stopped(&self) -> bool {
+        let metrics = self.raft.metrics();
+        // The core's metrics end with it, or report why it ended.
+        metrics.has_changed().is_err() || metrics.borrow().running_state.is_err()
+    }
+
     /// Waits until Raft stops of itself, through a panic or a fatal error of its core, its log or
     /// the state machine, rather than by [`Replica::shutdown`]; returns why. A member whose Raft
     /// has stopped can neither write nor read linearizably, and its status would still show the

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cairn_kernel::{Command, CommandResponse, KvError, Limits, Revision};
 use cairn_proto::etcdserverpb::ResponseHeader;
-use cairn_raft::Replica;
+use cairn_raft::{Replica, ReplicaError};
 use tonic::Status;
 
 use crate::status::{kv_status, replica_status, request_too_large};
@@ -54,9 +54,13 @@ impl Node {
     }
 
     /// Waits until a read of the local kernel is linearizable, unless the client asked for a
-    /// serializable read, which is served from whatever this member has applied.
+    /// serializable read, which is served from whatever this member has applied, as long as its
+    /// Raft runs: once it has failed, the kernel's memory may be ahead of what it applied.
     pub async fn prepare_read(&self, serializable: bool) -> Result<(), Status> {
         if serializable {
+            if self.replica.has_stopped() {
+                return Err(replica_status(&ReplicaError::Stopped));
+            }
             return Ok(());
         }
         self.replica

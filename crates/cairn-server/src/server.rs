@@ -222,8 +222,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     };
     let _ = stop.send(true);
     if failure.is_some() {
-        // What the kernel holds in memory may be half an entry ahead of what it committed: no
-        // request is answered from it, not even one already being served.
+        // What the kernel holds in memory may be half an entry ahead of what it committed, so
+        // the listeners stop at once rather than drain. Connections already open run until the
+        // process exits, moments later; a read on them may still see that memory.
         servers.abort_all();
     }
     while let Some(result) = servers.join_next().await {
