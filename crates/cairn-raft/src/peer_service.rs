@@ -43,9 +43,10 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
 /// behind may not know a leader or a voter added since, and must still take the leader's entries
 /// and snapshots and answer the voter's votes, or an election could stall with a quorum up; a
 /// removed member's votes fail Raft's own checks, since its log lacks the entry that removed it.
-/// The other calls are answered by the leader, which knows every member, so a write, a read, a
-/// membership change or a leader transfer from anyone else is refused: a removed member must not
-/// act on the cluster.
+/// The other calls go to the leader from its members, or, for a leader transfer, from the
+/// leader to a member that holds its whole log, so both ends know each other: a write, a read, a
+/// membership change or a transfer from anyone else is refused, and a removed member cannot act
+/// on the cluster.
 fn needs_member(call: PeerCall) -> bool {
     match call {
         PeerCall::Vote | PeerCall::InstallSnapshot => false,
