@@ -352,3 +352,40 @@ async fn member_add_through_the_api_names_the_other_cluster() {
         refused.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_directory_from_before_stored_cluster_ids_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_dir, port) = (dir.path().join("member"), free_port());
+    let mut member = start_cairn_on(&data_dir, port).await.unwrap();
+    Etcdctl::new(member.endpoint.clone()).ok(&["put", "k", "kept"]);
+    member.terminate().unwrap();
+
+    // An older build kept no cluster ID: the member takes the one those builds derived.
+    std::fs::remove_file(data_dir.join("cluster-id")).unwrap();
+    let mut member = start_cairn_on(&data_dir, port).await.unwrap();
+    assert!(
+        member.log_text().contains("written by an older Cairn"),
+        "{}",
+        member.log_text()
+    );
+    let ctl = Etcdctl::new(member.endpoint.clone());
+    assert_eq!(ctl.ok(&["get", "k", "--print-value-only"]), "kept\n");
+    assert_eq!(ctl.ok(&["put", "k", "still"]), "OK\n");
+    let status = json(&ctl.ok(&["endpoint", "status", "-w", "json"]));
+    let legacy_id = status[0]["Status"]["header"]["cluster_id"]
+        .as_u64()
+        .unwrap();
+    member.terminate().unwrap();
+
+    // Kept from then on.
+    assert!(data_dir.join("cluster-id").exists());
+    let member = start_cairn_on(&data_dir, port).await.unwrap();
+    let ctl = Etcdctl::new(member.endpoint.clone());
+    let status = json(&ctl.ok(&["endpoint", "status", "-w", "json"]));
+    assert_eq!(
+        status[0]["Status"]["header"]["cluster_id"].as_u64(),
+        Some(legacy_id)
+    );
+    assert!(!member.log_text().contains("written by an older Cairn"));
+}
