@@ -150,11 +150,7 @@ impl Peers {
         if let Some(channel) = channels.get(url) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| CallError::Unreachable {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?
+        let channel = endpoint(url)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -249,13 +245,7 @@ pub struct ClusterView {
 /// Asks the member at `url` who it is, for a member that has yet to learn which cluster it
 /// joins; fails if nothing answers there within `timeout`.
 pub async fn identify(url: &str, timeout: Duration) -> Result<ClusterView, CallError> {
-    let channel = Endpoint::from_shared(url.to_string())
-        .map_err(|e| CallError::Unreachable {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(timeout)
-        .connect_lazy();
+    let channel = endpoint(url)?.connect_timeout(timeout).connect_lazy();
     let mut client = PeerClient::new(channel);
     let mut request = tonic::Request::new(IdentifyRequest {});
     request.set_timeout(timeout);
@@ -281,6 +271,14 @@ pub async fn identify(url: &str, timeout: Duration) -> Result<ClusterView, CallE
             .into_iter()
             .map(|member| (member.id, member.peer_urls))
             .collect(),
+    })
+}
+
+/// Where a connection to the peer at `url` would go.
+fn endpoint(url: &str) -> Result<Endpoint, CallError> {
+    Endpoint::from_shared(url.to_string()).map_err(|e| CallError::Unreachable {
+        url: url.to_string(),
+        reason: e.to_string(),
     })
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,6 +179,8 @@ pub struct Replica {
     applied: AppliedLog,
     /// Peers this member refused, logged a few times a minute at most.
     refusals: Arc<Throttle<MemberId>>,
+    /// The state machine's failure flag.
+    kernel_failed: Arc<AtomicBool>,
 }
 
 /// Linearizable reads waiting for a ReadIndex round.
@@ -219,6 +222,7 @@ impl Replica {
             applied_publisher,
         )
         .with_fault(settings.fault.clone());
+        let kernel_failed = state_machine.failed();
         let heartbeat = settings.heartbeat_interval.as_millis() as u64;
         let election = settings.election_timeout.as_millis() as u64;
         let config = Config {
@@ -285,6 +289,7 @@ impl Replica {
             events,
             applied,
             refusals: Arc::default(),
+            kernel_failed,
         })
     }
 
@@ -358,12 +363,10 @@ impl Replica {
         refusal.into_status()
     }
 
-    /// Whether Raft has stopped, by a shutdown or a failure: nothing this member holds is then
-    /// current, and after a failure its memory may be ahead of what it applied.
-    pub fn has_stopped(&self) -> bool {
-        let metrics = self.raft.metrics();
-        // The core's metrics end with it, or report why it ended.
-        metrics.has_changed().is_err() || metrics.borrow().running_state.is_err()
+    /// Whether the state machine failed to apply or install: the kernel's memory may then be
+    /// ahead of what it committed, and Raft stops.
+    pub fn kernel_failed(&self) -> bool {
+        self.kernel_failed.load(Ordering::Acquire)
     }
 
     /// Waits until Raft stops of itself, through a panic or a fatal error of its core, its log or

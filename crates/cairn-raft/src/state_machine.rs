@@ -29,7 +29,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cairn_kernel::{Durability, Kernel, Limits, Revision};
 use futures_util::FutureExt;
@@ -149,6 +149,9 @@ pub struct StateMachine {
     applied: AppliedPublisher,
     /// A fault a test injected, if any.
     fault: Option<ApplyFault>,
+    /// Set once an apply or an install has failed: the kernel's memory may then be ahead of
+    /// what it committed, and nothing may be read from it again.
+    failed: Arc<AtomicBool>,
 }
 
 impl StateMachine {
@@ -171,7 +174,21 @@ impl StateMachine {
             synced,
             applied,
             fault: None,
+            failed: Arc::default(),
         }
+    }
+
+    /// A flag that turns true once this state machine has failed to apply or install.
+    pub fn failed(&self) -> Arc<AtomicBool> {
+        self.failed.clone()
+    }
+
+    /// Passes `outcome` on, remembering a failure.
+    fn noting_failure<T>(&self, outcome: Result<T, StorageError>) -> Result<T, StorageError> {
+        if outcome.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        outcome
     }
 
     /// The state machine, failing as `fault` says.
@@ -307,7 +324,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let last = entries.last().map_or(0, |entry| entry.log_id.index);
         let what = format!("applying entries up to index {last}");
-        unless_panicked(&what, self.apply_entries(entries)).await
+        let applied = unless_panicked(&what, self.apply_entries(entries)).await;
+        self.noting_failure(applied)
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -335,7 +353,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        unless_panicked("installing a snapshot", self.install(meta, snapshot)).await
+        let installed =
+            unless_panicked("installing a snapshot", self.install(meta, snapshot)).await;
+        self.noting_failure(installed)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
@@ -785,6 +805,12 @@ mod tests {
             state_machine.applied_state().await.unwrap().0,
             None,
             "an entry of the failed apply counts as applied"
+        );
+        assert!(
+            state_machine
+                .failed()
+                .load(std::sync::atomic::Ordering::Acquire),
+            "reads of the kernel are not stopped"
         );
         // The kernel's lock is usable, so the member can shut down in order.
         drop(kernel.write().await);

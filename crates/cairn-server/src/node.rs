@@ -54,11 +54,11 @@ impl Node {
     }
 
     /// Waits until a read of the local kernel is linearizable, unless the client asked for a
-    /// serializable read, which is served from whatever this member has applied, as long as its
-    /// Raft runs: once it has failed, the kernel's memory may be ahead of what it applied.
+    /// serializable read, which is served from whatever this member has applied, unless its
+    /// state machine has failed: the kernel's memory may then be ahead of what it applied.
     pub async fn prepare_read(&self, serializable: bool) -> Result<(), Status> {
         if serializable {
-            if self.replica.has_stopped() {
+            if self.replica.kernel_failed() {
                 return Err(replica_status(&ReplicaError::Stopped));
             }
             return Ok(());
